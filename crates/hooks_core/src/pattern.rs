@@ -1,0 +1,192 @@
+//! Event types and the webhook patterns that select them.
+//!
+//! An event type is a sequence of segments separated by `/` or `.` (`policy/bound`,
+//! `invoice.created`). A pattern is either the catch-all `*`, or segments in the same form where
+//! a segment may be `*`, matching exactly one segment of any content: `claim/*` matches
+//! `claim/opened` but not `claim` or `claim/opened/late`, and `*.created` matches
+//! `invoice.created`. Separators must agree: `claim/*` does not match `claim.opened`, just as
+//! the exact pattern `claim/opened` does not.
+
+use crate::Error;
+
+/// Longest event type or pattern accepted, in bytes.
+pub const MAX_LEN: usize = 255;
+
+fn is_separator(c: char) -> bool {
+    c == '/' || c == '.'
+}
+
+/// Checks the characters and segments shared by event types and patterns.
+fn check_segments(field: &str, s: &str, what: &str) -> Result<(), Error> {
+    if s.is_empty() {
+        return Err(Error::invalid(field, format!("{what} must not be empty")));
+    }
+    if s.len() > MAX_LEN {
+        return Err(Error::invalid(field, format!("{what} is {} bytes long; the limit is {MAX_LEN}", s.len())));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid(field, format!("{what} {s:?} contains the character {c:?}; whitespace and control characters are not allowed")));
+    }
+    if s.split(is_separator).any(str::is_empty) {
+        return Err(Error::invalid(field, format!("{what} {s:?} has an empty segment (segments are separated by '/' or '.')")));
+    }
+    Ok(())
+}
+
+/// Validates an event type as published: non-empty segments, no wildcards.
+pub fn validate_event_type(field: &str, event_type: &str) -> Result<(), Error> {
+    check_segments(field, event_type, "event type")?;
+    if event_type.contains('*') {
+        return Err(Error::invalid(field, format!("event type {event_type:?} contains '*'; wildcards belong in webhook patterns, not in events")));
+    }
+    Ok(())
+}
+
+/// Validates a webhook pattern: `*`, or segments where `*` may stand for a whole segment.
+pub fn validate_pattern(field: &str, pattern: &str) -> Result<(), Error> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    check_segments(field, pattern, "pattern")?;
+    if let Some(seg) = pattern.split(is_separator).find(|seg| seg.contains('*') && *seg != "*") {
+        return Err(Error::invalid(field, format!("pattern {pattern:?} has the segment {seg:?}; '*' must stand for a whole segment, as in 'claim/*' or '*.created'")));
+    }
+    Ok(())
+}
+
+/// True when the pattern contains a wildcard, i.e. cannot be matched by plain equality.
+pub fn is_wildcard(pattern: &str) -> bool {
+    pattern.contains('*')
+}
+
+/// Does `pattern` select `event_type`? Both are assumed valid; invalid input never panics and
+/// simply compares as text.
+pub fn matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if !is_wildcard(pattern) {
+        return pattern == event_type;
+    }
+    let mut p = pattern;
+    let mut e = event_type;
+    loop {
+        let (pseg, prest) = split_first(p);
+        let (eseg, erest) = split_first(e);
+        let seg_ok = if pseg == "*" { !eseg.is_empty() } else { pseg == eseg };
+        if !seg_ok {
+            return false;
+        }
+        match (prest, erest) {
+            (None, None) => return true,
+            (Some((psep, p2)), Some((esep, e2))) if psep == esep => {
+                p = p2;
+                e = e2;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Splits off the first segment: `("claim", Some(('/', "opened")))`.
+fn split_first(s: &str) -> (&str, Option<(char, &str)>) {
+    match s.find(is_separator) {
+        Some(i) => {
+            let sep = s[i..].chars().next().unwrap_or('/');
+            (&s[..i], Some((sep, &s[i + sep.len_utf8()..])))
+        }
+        None => (s, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exact_and_catch_all() {
+        assert!(matches("policy/bound", "policy/bound"));
+        assert!(!matches("policy/bound", "policy/bounds"));
+        assert!(matches("*", "policy/bound"));
+        assert!(matches("*", "x"));
+    }
+
+    #[test]
+    fn segment_wildcards() {
+        assert!(matches("claim/*", "claim/opened"));
+        assert!(matches("claim/*", "claim/settled"));
+        assert!(!matches("claim/*", "claim"));
+        assert!(!matches("claim/*", "claim/opened/late"));
+        assert!(!matches("claim/*", "policy/opened"));
+        assert!(matches("*.created", "invoice.created"));
+        assert!(!matches("*.created", "invoice.updated"));
+        assert!(!matches("*.created", "a.invoice.created"));
+        assert!(matches("a/*/c", "a/b/c"));
+        assert!(matches("*/*", "claim/opened"));
+    }
+
+    #[test]
+    fn separators_must_agree() {
+        assert!(!matches("claim/*", "claim.opened"));
+        assert!(!matches("claim/opened", "claim.opened"));
+        assert!(matches("claim.*", "claim.opened"));
+    }
+
+    #[test]
+    fn pattern_validation() {
+        for ok in ["*", "policy/bound", "claim/*", "*.created", "a.b/c", "*/*"] {
+            validate_pattern("event_type", ok).unwrap();
+        }
+        for bad in ["", "claim/", "/claim", "claim//x", "cl*im/x", "claim/**", "a b", "a\nb", &"x".repeat(256)] {
+            let err = validate_pattern("event_type", bad).unwrap_err();
+            assert_eq!(err.field, "event_type", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn event_type_validation() {
+        validate_event_type("event", "policy/bound").unwrap();
+        validate_event_type("event", "invoice.created").unwrap();
+        assert!(validate_event_type("event", "*").is_err());
+        assert!(validate_event_type("event", "claim/*").is_err());
+        assert!(validate_event_type("event", "").is_err());
+        assert!(validate_event_type("event", "a..b").is_err());
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        "[a-z0-9_-]{1,6}"
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(p in "\\PC{0,40}", e in "\\PC{0,40}") {
+            let _ = matches(&p, &e);
+            let _ = validate_pattern("p", &p);
+            let _ = validate_event_type("e", &e);
+        }
+
+        #[test]
+        fn event_matches_itself_and_catch_all(segs in prop::collection::vec(segment(), 1..5), dot in any::<bool>()) {
+            let sep = if dot { "." } else { "/" };
+            let e = segs.join(sep);
+            prop_assert!(validate_event_type("e", &e).is_ok());
+            prop_assert!(matches(&e, &e));
+            prop_assert!(matches("*", &e));
+        }
+
+        #[test]
+        fn wildcard_replacing_any_segment_matches(segs in prop::collection::vec(segment(), 1..5), idx in 0usize..5) {
+            let e = segs.join("/");
+            let mut p = segs.clone();
+            let i = idx % p.len();
+            p[i] = "*".into();
+            let p = p.join("/");
+            prop_assert!(validate_pattern("p", &p).is_ok());
+            prop_assert!(matches(&p, &e));
+            // one segment more or less never matches
+            let longer = format!("{e}/x");
+            prop_assert!(!(p != "*" && matches(&p, &longer)));
+        }
+    }
+}

@@ -1,0 +1,348 @@
+-- beema_hooks SQL API: webhook triggers, publish, match, the sender's claim/complete/release,
+-- and the delivery log view. Runs last in the install script, after the Rust functions.
+
+-------------------------------------------------------------------------------------------------
+-- Webhooks: validation on every write, whether through functions or plain DML.
+-------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION hooks._webhook_before_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.secret IS NULL OR NEW.secret = '' THEN
+        NEW.secret := hooks.generate_secret();
+    END IF;
+    -- STRICT: NULL columns skip the check and hit the NOT NULL constraints (23502) instead.
+    PERFORM hooks._check_webhook(NEW.tenant_id, NEW.webhook_name, NEW.event_type, NEW.url,
+                                 NEW.headers::text, NEW.retry_config::text, NEW.timeout_ms,
+                                 NEW.secret);
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
+    IF NEW.enabled THEN
+        NEW.disabled_reason := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER webhooks_before_write
+    BEFORE INSERT OR UPDATE ON hooks.webhooks
+    FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
+
+-- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
+CREATE FUNCTION hooks._webhook_after_disable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE hooks.deliveries
+       SET status = 'cancelled',
+           error_message = 'webhook disabled' || coalesce(': ' || NEW.disabled_reason, ''),
+           updated_at = now()
+     WHERE webhook_id = NEW.webhook_id
+       AND status IN ('pending', 'retrying');
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhooks_after_disable
+    AFTER UPDATE OF enabled ON hooks.webhooks
+    FOR EACH ROW WHEN (OLD.enabled AND NOT NEW.enabled)
+    EXECUTE FUNCTION hooks._webhook_after_disable();
+
+-------------------------------------------------------------------------------------------------
+-- Matching and publishing.
+-------------------------------------------------------------------------------------------------
+
+-- The enabled webhooks of a tenant whose pattern selects an event type. hooks.publish uses this
+-- very function (the planner inlines it). Exact patterns are found through an index; wildcard
+-- patterns are the tenant's few rows tested with hooks.pattern_matches().
+CREATE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
+LANGUAGE sql STABLE AS $$
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.tenant_id = $2 AND w.enabled AND NOT w.is_pattern AND w.event_type = $1
+    UNION ALL
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern AND hooks.pattern_matches(w.event_type, $1)
+$$;
+
+-- Publishes an event inside the caller's transaction: one hooks.events row, one
+-- hooks.deliveries row per matching webhook, and a wake-up for the sender on commit. Returns the
+-- event id; publishing the same "id" again for a tenant returns the first event's id and writes
+-- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
+-- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep).
+CREATE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    p        record;
+    v_id     bigint;
+    v_found  boolean;
+BEGIN
+    IF event IS NULL THEN
+        RAISE EXCEPTION 'hooks.publish: event must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a JSON object such as {"event": "policy/bound", "data": {"tenantId": "acme"}}.';
+    END IF;
+
+    SELECT * INTO STRICT p
+      FROM hooks._prepare_event(event::text,
+                                to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+
+    INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+    VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
+    ON CONFLICT (tenant_id, event_key) DO NOTHING
+    RETURNING event_id INTO v_id;
+
+    IF v_id IS NULL THEN
+        -- Same id published before for this tenant: idempotent, nothing more to write.
+        SELECT e.event_id INTO STRICT v_id
+          FROM hooks.events e
+         WHERE e.tenant_id = p.tenant_id AND e.event_key = p.event_key;
+        RETURN v_id;
+    END IF;
+
+    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
+    SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
+      FROM hooks.match(p.event_type, p.tenant_id) m;
+    v_found := FOUND;
+
+    -- Wake-up: NOTIFY serialises commits cluster-wide, so only notify when no sender is awake
+    -- (an awake sender claims again by itself). NOTIFY is delivered on commit, at most once per
+    -- transaction, and never for a rollback.
+    IF v_found AND NOT EXISTS (
+        SELECT 1 FROM hooks.senders s
+         WHERE s.awake AND s.seen_at > statement_timestamp() - interval '10 seconds')
+    THEN
+        PERFORM pg_notify('hooks_deliveries', '');
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- The sender's API (docs/sender-api.md). The sender reads no table; these own every transition.
+-------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION hooks._check_sender_id(sender_id text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF sender_id IS NULL OR sender_id = '' OR length(sender_id) > 255 THEN
+        RAISE EXCEPTION 'sender_id must be 1 to 255 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
+-- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
+-- their lost attempt logged; rows of disabled webhooks are cancelled instead of claimed.
+CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
+RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
+               event_type text, url text, headers jsonb, body text, timeout_ms integer,
+               lease_expires_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_sender  text := claim.sender_id;
+    v_ts      bigint := extract(epoch FROM now())::bigint;
+    v_claimed integer;
+BEGIN
+    PERFORM hooks._check_sender_id(v_sender);
+    IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, got %', max_rows
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease < interval '1 second' OR lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be between 1 second and 1 day, got %', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    RETURN QUERY
+    WITH due AS (
+        SELECT d.delivery_id, d.webhook_id, d.status, d.lease_owner, d.attempt_number
+          FROM hooks.deliveries d
+         WHERE d.status IN ('pending', 'retrying', 'in_flight')
+           AND d.next_attempt_at <= now()
+         ORDER BY d.next_attempt_at
+         LIMIT max_rows
+           FOR UPDATE SKIP LOCKED
+    ), lost AS (
+        INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome, error_message)
+        SELECT due.delivery_id, due.webhook_id, due.attempt_number, due.lease_owner, 'lease_expired',
+               'lease expired before the sender reported a result'
+          FROM due
+         WHERE due.status = 'in_flight'
+    ), cancelled AS (
+        UPDATE hooks.deliveries d
+           SET status = 'cancelled',
+               error_message = 'webhook disabled' || coalesce(': ' || w.disabled_reason, ''),
+               lease_owner = NULL,
+               updated_at = now()
+          FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+         WHERE d.delivery_id = due.delivery_id AND NOT w.enabled
+    ), claimed AS (
+        UPDATE hooks.deliveries d
+           SET status = 'in_flight',
+               attempt_number = d.attempt_number + 1,
+               lease_owner = v_sender,
+               next_attempt_at = now() + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
+               updated_at = now()
+          FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+         WHERE d.delivery_id = due.delivery_id AND w.enabled
+        RETURNING d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_id,
+                  d.event_type, d.next_attempt_at, w.url, w.headers AS custom_headers, w.secret,
+                  w.timeout_ms
+    )
+    SELECT c.delivery_id, c.attempt_number, c.delivery_uuid, c.webhook_id, c.event_type, c.url,
+           c.custom_headers || jsonb_build_object(
+               'Content-Type', 'application/json',
+               'X-Beema-Signature', hooks.sign(e.body, c.secret),
+               'X-Beema-Event', c.event_type,
+               'X-Beema-Delivery', c.delivery_uuid::text,
+               'webhook-id', c.delivery_uuid::text,
+               'webhook-timestamp', v_ts::text,
+               'webhook-signature', hooks.sign_standard(c.delivery_uuid::text, v_ts, e.body, ARRAY[c.secret])),
+           e.body, c.timeout_ms, c.next_attempt_at
+      FROM claimed c JOIN hooks.events e ON e.event_id = c.event_id
+     ORDER BY c.delivery_id;
+
+    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+
+    -- Awake (will claim again soon) or idle: publishers notify only when no sender is awake.
+    INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
+    VALUES (v_sender, v_claimed > 0, now())
+    ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE
+       SET awake = EXCLUDED.awake, seen_at = EXCLUDED.seen_at
+     WHERE s.awake IS DISTINCT FROM EXCLUDED.awake OR s.seen_at < EXCLUDED.seen_at - interval '2 seconds';
+END
+$$;
+
+-- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
+-- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
+-- holds the lease of that attempt. 2xx -> success; 410 -> failed and the webhook disabled; the
+-- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
+CREATE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_sender  text := complete.sender_id;
+    v_applied integer;
+BEGIN
+    PERFORM hooks._check_sender_id(v_sender);
+    IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
+        RAISE EXCEPTION 'results must be a JSON array of attempt results'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    WITH r AS (
+        SELECT *
+          FROM jsonb_to_recordset(results) AS r(delivery_id bigint, attempt_number integer,
+               status_code integer, error text, response_body text, duration_ms integer,
+               retry_after_ms bigint)
+    ), cur AS (
+        SELECT r.*, d.webhook_id, w.retry_config, w.enabled,
+               (d.status = 'in_flight' AND d.lease_owner = v_sender
+                AND d.attempt_number = r.attempt_number) AS holds,
+               (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
+               CASE WHEN r.status_code BETWEEN 200 AND 299 AND r.error IS NULL THEN NULL
+                    ELSE left(coalesce(r.error, 'HTTP ' || r.status_code, 'unknown error'), 1000)
+               END AS err
+          FROM r
+          JOIN hooks.deliveries d ON d.delivery_id = r.delivery_id
+          JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
+           FOR UPDATE OF d
+    ), upd AS (
+        UPDATE hooks.deliveries d
+           SET status = CASE
+                   WHEN cur.ok THEN 'success'
+                   WHEN cur.status_code = 410 THEN 'failed'
+                   WHEN cur.attempt_number >= coalesce((cur.retry_config->>'maxAttempts')::int, 3) THEN 'failed'
+                   WHEN NOT cur.enabled THEN 'cancelled'
+                   ELSE 'retrying' END,
+               status_code = cur.status_code,
+               response_body = left(cur.response_body, 1000),
+               error_message = cur.err,
+               next_attempt_at = CASE WHEN cur.ok THEN d.next_attempt_at
+                   ELSE now() + hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
+                                                     cur.retry_after_ms, random())
+                                * interval '1 millisecond' END,
+               delivered_at = CASE WHEN cur.ok THEN now() END,
+               lease_owner = NULL,
+               updated_at = now()
+          FROM cur
+         WHERE d.delivery_id = cur.delivery_id AND cur.holds
+        RETURNING d.delivery_id
+    ), log AS (
+        INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome,
+                                    status_code, error_message, duration_ms)
+        SELECT cur.delivery_id, cur.webhook_id, cur.attempt_number, v_sender,
+               CASE WHEN NOT cur.holds THEN 'lease_lost' WHEN cur.ok THEN 'success' ELSE 'failure' END,
+               cur.status_code, cur.err, cur.duration_ms
+          FROM cur
+    ), gone AS (
+        UPDATE hooks.webhooks w
+           SET enabled = false,
+               disabled_reason = '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+          FROM cur
+         WHERE w.webhook_id = cur.webhook_id AND cur.holds AND cur.status_code = 410 AND w.enabled
+    )
+    SELECT count(*) INTO v_applied FROM upd;
+    RETURN v_applied;
+END
+$$;
+
+-- Gives back claimed deliveries that were never sent: due at once, the attempt not counted.
+CREATE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_sender   text := release.sender_id;
+    v_released integer;
+BEGIN
+    PERFORM hooks._check_sender_id(v_sender);
+    IF deliveries IS NULL OR jsonb_typeof(deliveries) <> 'array' THEN
+        RAISE EXCEPTION 'deliveries must be a JSON array of {"delivery_id", "attempt_number"}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH r AS (
+        SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer)
+    ), upd AS (
+        UPDATE hooks.deliveries d
+           SET status = CASE WHEN d.attempt_number > 1 THEN 'retrying' ELSE 'pending' END,
+               attempt_number = d.attempt_number - 1,
+               next_attempt_at = now(),
+               lease_owner = NULL,
+               updated_at = now()
+          FROM r
+         WHERE d.delivery_id = r.delivery_id AND d.status = 'in_flight'
+           AND d.lease_owner = v_sender AND d.attempt_number = r.attempt_number
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_released FROM upd;
+    RETURN v_released;
+END
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- Views for DBAs.
+-------------------------------------------------------------------------------------------------
+
+-- Every delivery with its webhook and event: what was sent where, and how it went.
+CREATE VIEW hooks.delivery_log AS
+SELECT d.delivery_id,
+       d.delivery_uuid,
+       d.tenant_id,
+       w.webhook_name,
+       w.url,
+       d.event_type,
+       e.event_key,
+       d.status,
+       d.attempt_number AS attempts,
+       d.status_code,
+       d.error_message,
+       d.created_at,
+       d.delivered_at,
+       CASE WHEN d.status IN ('pending', 'retrying') THEN d.next_attempt_at END AS next_attempt_at,
+       d.webhook_id,
+       d.event_id
+  FROM hooks.deliveries d
+  JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
+  JOIN hooks.events e ON e.event_id = d.event_id;

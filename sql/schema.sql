@@ -1,0 +1,103 @@
+-- beema_hooks schema: webhooks, events, deliveries (the outbox), attempts, senders.
+-- Runs first in the install script (before the Rust functions); api.sql runs last.
+
+-- Registered webhooks (the seeds' sys_webhooks). Validated by hooks._webhook_before_write().
+CREATE TABLE hooks.webhooks (
+    webhook_id      bigserial PRIMARY KEY,
+    webhook_name    text        NOT NULL,
+    tenant_id       text        NOT NULL,
+    -- exact 'policy/bound', catch-all '*', or segment wildcards 'claim/*', '*.created'
+    event_type      text        NOT NULL,
+    url             text        NOT NULL,
+    -- HMAC key; generated as whsec_<base64 of 32 random bytes> when not given
+    secret          text        NOT NULL,
+    enabled         boolean     NOT NULL DEFAULT true,
+    headers         jsonb       NOT NULL DEFAULT '{}',
+    retry_config    jsonb       NOT NULL DEFAULT '{"maxAttempts":3,"backoffMs":1000}',
+    timeout_ms      integer     NOT NULL DEFAULT 10000,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    created_by      text,
+    -- why the webhook was disabled, when it was disabled by the system (410 Gone) or an admin
+    disabled_reason text,
+    -- true when event_type holds a '*': such rows are matched by hooks.pattern_matches()
+    is_pattern      boolean     GENERATED ALWAYS AS (strpos(event_type, '*') > 0) STORED,
+    CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
+);
+
+-- publish: exact patterns are one index probe, wildcard patterns a scan of the tenant's few.
+CREATE INDEX webhooks_exact_idx   ON hooks.webhooks (tenant_id, event_type) WHERE enabled AND NOT is_pattern;
+CREATE INDEX webhooks_pattern_idx ON hooks.webhooks (tenant_id)             WHERE enabled AND is_pattern;
+
+-- One row per published event; the body is stored once however many webhooks match.
+CREATE TABLE hooks.events (
+    event_id    bigserial   PRIMARY KEY,
+    tenant_id   text        NOT NULL,
+    event_type  text        NOT NULL,
+    -- the event's "id": the caller's (idempotency key) or a generated uuid
+    event_key   text        NOT NULL,
+    -- the exact JSON text sent to receivers and signed
+    body        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT events_tenant_key_key UNIQUE (tenant_id, event_key)
+);
+
+-- The outbox: one row per (event, matching webhook) (the seeds' sys_webhook_deliveries).
+CREATE TABLE hooks.deliveries (
+    delivery_id     bigserial   PRIMARY KEY,
+    delivery_uuid   uuid        NOT NULL DEFAULT gen_random_uuid(),
+    webhook_id      bigint      NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    event_id        bigint      NOT NULL REFERENCES hooks.events ON DELETE CASCADE,
+    tenant_id       text        NOT NULL,
+    event_type      text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+        CONSTRAINT deliveries_status_check
+        CHECK (status IN ('pending', 'in_flight', 'retrying', 'success', 'failed', 'cancelled')),
+    status_code     integer,
+    response_body   text,
+    error_message   text,
+    -- attempts started so far; the claim of attempt n sets it to n
+    attempt_number  integer     NOT NULL DEFAULT 0,
+    -- pending/retrying: when it is due; in_flight: when its lease expires
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_owner     text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    CONSTRAINT deliveries_event_webhook_key UNIQUE (event_id, webhook_id)
+);
+
+-- claim: the due rows, oldest first, one index whatever the size of the finished history.
+CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
+    WHERE status IN ('pending', 'retrying', 'in_flight');
+CREATE INDEX deliveries_webhook_idx ON hooks.deliveries (webhook_id, created_at);
+CREATE UNIQUE INDEX deliveries_uuid_idx ON hooks.deliveries (delivery_uuid);
+
+-- One row per HTTP attempt, written by hooks.complete() (and by hooks.claim() for attempts
+-- whose sender vanished before reporting).
+CREATE TABLE hooks.attempts (
+    attempt_id      bigserial   PRIMARY KEY,
+    delivery_id     bigint      NOT NULL REFERENCES hooks.deliveries ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    attempt_number  integer     NOT NULL,
+    sender_id       text,
+    -- success | failure | lease_lost (result came after the lease passed to another sender)
+    -- | lease_expired (the sender never reported; the delivery was claimed again)
+    outcome         text        NOT NULL
+        CONSTRAINT attempts_outcome_check
+        CHECK (outcome IN ('success', 'failure', 'lease_lost', 'lease_expired')),
+    status_code     integer,
+    error_message   text,
+    duration_ms     integer,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX attempts_delivery_idx ON hooks.attempts (delivery_id, attempt_number);
+CREATE INDEX attempts_webhook_idx ON hooks.attempts (webhook_id, created_at);
+
+-- Senders seen by hooks.claim(): whether each is awake (will claim again soon) decides whether
+-- a publish needs to NOTIFY.
+CREATE TABLE hooks.senders (
+    sender_id   text        PRIMARY KEY,
+    awake       boolean     NOT NULL,
+    seen_at     timestamptz NOT NULL DEFAULT now()
+);

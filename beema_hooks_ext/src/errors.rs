@@ -16,7 +16,7 @@ pub fn sqlstate(kind: ErrorKind) -> PgSqlErrorCode {
 
 /// Raises `err` as an ERROR naming its field; never returns.
 pub fn raise(context: &str, err: Error) -> ! {
-    ErrorReport::new(sqlstate(err.kind), format!("{context}: {err}"), context.to_owned())
+    ErrorReport::new(sqlstate(err.kind), format!("{context}: {err}"), "beema_hooks")
         .set_detail(format!("field: {}", err.field))
         .report(PgLogLevel::ERROR);
     unreachable!("ERROR does not return")

@@ -39,7 +39,11 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {}: {}", self.field, self.message)
+        match self.kind {
+            ErrorKind::InvalidValue => write!(f, "invalid {}: {}", self.field, self.message),
+            ErrorKind::NullValue => write!(f, "missing {}: {}", self.field, self.message),
+            ErrorKind::TooLarge => write!(f, "{} too large: {}", self.field, self.message),
+        }
     }
 }
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/setup.sh), then runs every test against a real Postgres:
+#   1. unit and property tests (hooks_core, sender)
+#   2. #[pg_test]s of the extension (cargo pgrx test, its own throwaway cluster)
+#   3. pg_regress files (user-facing SQL, expected output checked in)
+#   4. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers
+# Exits non-zero when anything fails.
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$BEEMA_ROOT"
+
+"$BEEMA_ROOT/scripts/setup.sh" || { say "setup failed"; exit 1; }
+
+failed=()
+step() {
+  local name="$1"; shift
+  say "$name"
+  if ! "$@"; then failed+=("$name"); say "FAILED: $name"; fi
+}
+
+runas=()
+[ "$(id -u)" = 0 ] && runas=(--runas postgres)
+pgrx_tests() {
+  (cd beema_hooks_ext && cargo pgrx test pg15 "${runas[@]}" --pgdata "$BEEMA_RUN_DIR/pgrx-data")
+  local rc=$?
+  # cargo pgrx test installs its test build system-wide: put the release build back.
+  (cd beema_hooks_ext && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) || rc=1
+  return $rc
+}
+
+step "unit and property tests" cargo test --release -q -p hooks_core -p beema-hooks-sender
+step "extension #[pg_test]s" pgrx_tests
+
+"$BEEMA_ROOT/scripts/pg.sh" start >/dev/null || { say "could not start postgres"; exit 1; }
+trap '"$BEEMA_ROOT/scripts/pg.sh" stop' EXIT
+step "pg_regress" "$BEEMA_ROOT/scripts/regress.sh"
+step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  say "FAILED: ${failed[*]}"
+  exit 1
+fi
+say "all tests passed"

@@ -1,0 +1,206 @@
+//! The connection for claim, complete and release: the sender's only way into the database
+//! besides LISTEN. Connects lazily, prepares the three statements once per connection, and
+//! drops the connection after a connection-level error so the next call reconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Statement};
+use tracing::{info, warn};
+
+use crate::delivery::{AttemptResult, Delivery, DeliveryKey, CLAIM_COLUMNS};
+use crate::error::{Error, Result};
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// Longest the sender waits for one claim, complete or release round trip.
+pub const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Conn {
+    client: Client,
+    claim: Statement,
+    complete: Statement,
+    release: Statement,
+}
+
+/// Claim/complete/release over one shared, pipelined connection.
+pub struct Store {
+    pg: tokio_postgres::Config,
+    sender_id: String,
+    conn: Mutex<Option<Arc<Conn>>>,
+    health: Arc<Health>,
+    metrics: Metrics,
+}
+
+impl Store {
+    /// A store that connects on first use.
+    pub fn new(
+        pg: tokio_postgres::Config,
+        sender_id: String,
+        health: Arc<Health>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            pg,
+            sender_id,
+            conn: Mutex::new(None),
+            health,
+            metrics,
+        }
+    }
+
+    /// Connects now if not connected. Safe to abandon midway (nothing is claimed yet).
+    pub async fn ready(&self) -> Result<()> {
+        self.connection().await.map(|_| ())
+    }
+
+    /// `hooks.claim(sender_id, max_rows, lease)`: leases up to `max_rows` due deliveries.
+    /// Rows the sender cannot read are logged and left to their lease.
+    pub async fn claim(&self, max_rows: u32, lease: Duration) -> Result<Vec<Delivery>> {
+        let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
+        let lease_secs = lease.as_secs_f64();
+        let conn = self.connection().await?;
+        let res = tokio::time::timeout(
+            DB_OP_TIMEOUT,
+            conn.client
+                .query(&conn.claim, &[&self.sender_id, &max_rows, &lease_secs]),
+        )
+        .await;
+        let rows = self.observe(&conn, res).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match Delivery::from_row(row) {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    self.metrics.db_errors.inc();
+                    tracing::error!(error = %e, "skipping a claimed row; it is retried when its lease expires");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `hooks.complete(sender_id, results)`: returns how many results were applied.
+    pub async fn complete(&self, results: &[AttemptResult]) -> Result<u64> {
+        let json = serde_json::to_string(results)?;
+        let conn = self.connection().await?;
+        let res = tokio::time::timeout(
+            DB_OP_TIMEOUT,
+            conn.client
+                .query_one(&conn.complete, &[&self.sender_id, &json]),
+        )
+        .await;
+        let row = self.observe(&conn, res).await?;
+        applied_count(&row)
+    }
+
+    /// `hooks.release(sender_id, deliveries)`: returns how many were released.
+    pub async fn release(&self, keys: &[DeliveryKey]) -> Result<u64> {
+        let json = serde_json::to_string(keys)?;
+        let conn = self.connection().await?;
+        let res = tokio::time::timeout(
+            DB_OP_TIMEOUT,
+            conn.client
+                .query_one(&conn.release, &[&self.sender_id, &json]),
+        )
+        .await;
+        let row = self.observe(&conn, res).await?;
+        applied_count(&row)
+    }
+
+    /// Turns a round trip's outcome into a result, updating health and metrics, and drops the
+    /// connection when it is broken.
+    async fn observe<T>(
+        &self,
+        conn: &Arc<Conn>,
+        res: std::result::Result<
+            std::result::Result<T, tokio_postgres::Error>,
+            tokio::time::error::Elapsed,
+        >,
+    ) -> Result<T> {
+        let err = match res {
+            Ok(Ok(v)) => {
+                self.health.ok();
+                return Ok(v);
+            }
+            Ok(Err(e)) => Error::Db(e),
+            Err(_) => Error::DbTimeout(DB_OP_TIMEOUT),
+        };
+        self.metrics.db_errors.inc();
+        self.health.failed(&err);
+        let broken = match &err {
+            Error::Db(e) => {
+                e.as_db_error().is_none() || conn.client.is_closed() || err.is_transient()
+            }
+            _ => true,
+        };
+        if broken {
+            let mut slot = self.conn.lock().await;
+            if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *slot = None;
+            }
+        }
+        Err(err)
+    }
+
+    async fn connection(&self) -> Result<Arc<Conn>> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.client.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        *slot = None;
+        match self.connect().await {
+            Ok(c) => {
+                self.health.ok();
+                info!("database connection for claim/complete established");
+                let c = Arc::new(c);
+                *slot = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                self.metrics.db_errors.inc();
+                self.health.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let work = async {
+            let (client, connection) = self.pg.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    warn!(error = %crate::error::chain(&e), "claim/complete connection closed");
+                }
+            });
+            let claim = client
+                .prepare(&format!(
+                    "select {CLAIM_COLUMNS} from hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8))"
+                ))
+                .await?;
+            let complete = client
+                .prepare("select hooks.complete($1::text, $2::text::jsonb)::bigint")
+                .await?;
+            let release = client
+                .prepare("select hooks.release($1::text, $2::text::jsonb)::bigint")
+                .await?;
+            Ok::<_, Error>(Conn {
+                client,
+                claim,
+                complete,
+                release,
+            })
+        };
+        tokio::time::timeout(DB_OP_TIMEOUT, work)
+            .await
+            .unwrap_or(Err(Error::DbTimeout(DB_OP_TIMEOUT)))
+    }
+}
+
+fn applied_count(row: &tokio_postgres::Row) -> Result<u64> {
+    let n: Option<i64> = row.try_get(0).map_err(Error::Db)?;
+    Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+}

@@ -1,0 +1,301 @@
+//! The producer and its executors: one `tokio::select!` over shutdown, finished tasks,
+//! notifications and the poll tick. It never claims more rows than it has free slots, keeps
+//! claiming while rows come back (an empty claim is what marks this sender idle, so that
+//! publishers notify again), and backs off while the database is unreachable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::{jittered, Backoff};
+use crate::delivery::{AttemptResult, Delivery, DeliveryKey};
+use crate::executor::Executor;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What the worker needs to know.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Slots: requests in flight at most.
+    pub concurrency: u32,
+    /// Rows per claim at most.
+    pub batch_size: u32,
+    /// Lease asked for on each claim.
+    pub lease: Duration,
+    /// Claim at least this often.
+    pub poll_interval: Duration,
+    /// How long in-flight requests may run on after a stop.
+    pub shutdown_grace: Duration,
+}
+
+/// How one executor task ended.
+enum TaskEnd {
+    /// The attempt ran and its result went to the completer.
+    Finished { success: bool, duration: Duration },
+    /// Stopped before it finished; to be released.
+    Unfinished(DeliveryKey),
+}
+
+/// Claims deliveries and runs them.
+pub struct Worker {
+    settings: WorkerSettings,
+    store: Arc<Store>,
+    executor: Executor,
+    metrics: Metrics,
+    wake: Arc<Notify>,
+    results: mpsc::Sender<AttemptResult>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<TaskEnd>,
+    running: HashMap<Id, DeliveryKey>,
+    unfinished: Vec<DeliveryKey>,
+}
+
+impl Worker {
+    /// A worker that sends results to `results`.
+    pub fn new(
+        settings: WorkerSettings,
+        store: Arc<Store>,
+        executor: Executor,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+        results: mpsc::Sender<AttemptResult>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(settings.concurrency as usize));
+        Self {
+            settings,
+            store,
+            executor,
+            metrics,
+            wake,
+            results,
+            slots,
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            unfinished: Vec::new(),
+        }
+    }
+
+    /// Claims and sends until `stop`; then lets in-flight requests finish for the grace
+    /// period, stops the rest (`hard_stop` ends the wait early), and returns the deliveries
+    /// that must be released. Results already sent to the completer are not among them.
+    pub async fn run(
+        mut self,
+        stop: CancellationToken,
+        hard_stop: CancellationToken,
+    ) -> Vec<DeliveryKey> {
+        // Claim once at start, whatever notifications say.
+        let mut want_claim = true;
+        // Claim retries are cheap (one connect attempt each), so they stay frequent; a
+        // notification (the LISTEN connection is up, so the database is too) cuts them short.
+        let mut db_backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let mut retry_at: Option<Instant> = None;
+        let poll = tokio::time::sleep(jittered(self.settings.poll_interval));
+        tokio::pin!(poll);
+
+        loop {
+            if stop.is_cancelled() {
+                break;
+            }
+            self.reap_ready();
+            let free = self.slots.available_permits();
+            let backing_off = retry_at.is_some_and(|t| t > Instant::now());
+            if want_claim && free > 0 && !backing_off {
+                match self.claim(free, &stop, &hard_stop).await {
+                    Ok(n) => {
+                        // Rows came back: there may be more. None: the queue is empty (and
+                        // this sender is now marked idle, so publishers notify again).
+                        want_claim = n > 0;
+                        retry_at = None;
+                        db_backoff.reset();
+                    }
+                    Err(e) => {
+                        let delay = db_backoff.next_delay();
+                        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "claim failed");
+                        retry_at = Some(Instant::now() + delay);
+                    }
+                }
+                poll.as_mut()
+                    .reset(Instant::now() + jittered(self.settings.poll_interval));
+                continue;
+            }
+
+            let retry_sleep = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now));
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.reaped(joined);
+                }
+                _ = self.wake.notified() => {
+                    want_claim = true;
+                    retry_at = None;
+                }
+                _ = &mut poll => {
+                    want_claim = true;
+                    poll.as_mut().reset(Instant::now() + jittered(self.settings.poll_interval));
+                }
+                _ = retry_sleep, if want_claim && backing_off => {}
+            }
+        }
+
+        self.drain(hard_stop).await
+    }
+
+    /// Claims up to `min(free, batch_size)` rows and starts one task per row.
+    async fn claim(
+        &mut self,
+        free: usize,
+        stop: &CancellationToken,
+        hard_stop: &CancellationToken,
+    ) -> crate::error::Result<usize> {
+        // Connecting may hang on an unreachable host: let a stop interrupt it. The claim
+        // itself is not interrupted, since its rows must be run or released.
+        tokio::select! {
+            ready = self.store.ready() => ready?,
+            _ = stop.cancelled() => return Ok(0),
+        }
+        let want = free.min(self.settings.batch_size as usize);
+        let Ok(mut permits) = self.slots.clone().try_acquire_many_owned(want as u32) else {
+            return Ok(0);
+        };
+        let rows = self.store.claim(want as u32, self.settings.lease).await?;
+        self.metrics.claim_batch_size.observe(rows.len() as f64);
+        if !rows.is_empty() {
+            debug!(rows = rows.len(), asked = want, "claimed");
+        }
+        let n = rows.len();
+        for delivery in rows {
+            // `want` permits were taken for at most `want` rows, so the split always succeeds.
+            let permit = permits.split(1);
+            self.spawn(delivery, permit, hard_stop.clone());
+        }
+        Ok(n)
+    }
+
+    fn spawn(
+        &mut self,
+        delivery: Delivery,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        hard_stop: CancellationToken,
+    ) {
+        let key = delivery.key();
+        let executor = self.executor.clone();
+        let results = self.results.clone();
+        let handle = self.tasks.spawn(async move {
+            let _slot = permit;
+            let webhook_id = delivery.webhook_id;
+            tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => TaskEnd::Unfinished(key),
+                result = executor.execute(delivery) => {
+                    let success = result.is_success();
+                    let duration = Duration::from_millis(result.duration_ms);
+                    if success {
+                        debug!(delivery_id = key.delivery_id, attempt = key.attempt_number, webhook_id,
+                            status = result.status_code, duration_ms = result.duration_ms, "delivered");
+                    } else {
+                        info!(delivery_id = key.delivery_id, attempt = key.attempt_number, webhook_id,
+                            status = result.status_code, error = result.error.as_deref().unwrap_or(""),
+                            duration_ms = result.duration_ms, "attempt failed");
+                    }
+                    if results.send(result).await.is_err() {
+                        error!(delivery_id = key.delivery_id, attempt = key.attempt_number,
+                            "completer stopped; result lost, the delivery is retried when its lease expires");
+                    }
+                    TaskEnd::Finished { success, duration }
+                }
+            }
+        });
+        self.running.insert(handle.id(), key);
+        self.metrics.in_flight.set(self.tasks.len() as i64);
+    }
+
+    fn reap_ready(&mut self) {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            self.reaped(joined);
+        }
+    }
+
+    fn reaped(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let key = self.running.remove(&id);
+        match joined {
+            Ok((_, TaskEnd::Finished { success, duration })) => {
+                let outcome = if success { "success" } else { "failure" };
+                self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                self.metrics
+                    .attempt_duration
+                    .observe(duration.as_secs_f64());
+            }
+            Ok((_, TaskEnd::Unfinished(key))) => self.unfinished.push(key),
+            Err(e) => {
+                // A panicking attempt is recorded as a failed attempt, not retried at once:
+                // releasing it could loop.
+                error!(error = %e, delivery = ?key, "attempt task failed");
+                if let Some(key) = key {
+                    let result = AttemptResult {
+                        delivery_id: key.delivery_id,
+                        attempt_number: key.attempt_number,
+                        status_code: None,
+                        error: Some("internal error in the sender".to_owned()),
+                        response_body: None,
+                        duration_ms: 0,
+                        retry_after_ms: None,
+                    };
+                    if self.results.try_send(result).is_err() {
+                        error!(delivery = ?key, "could not queue the result of a failed task");
+                    }
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&["failure"])
+                        .inc();
+                }
+            }
+        }
+        self.metrics.in_flight.set(self.tasks.len() as i64);
+    }
+
+    /// Waits for in-flight tasks up to the grace period, then stops the rest.
+    async fn drain(mut self, hard_stop: CancellationToken) -> Vec<DeliveryKey> {
+        if !self.tasks.is_empty() {
+            info!(
+                in_flight = self.tasks.len(),
+                grace_secs = self.settings.shutdown_grace.as_secs(),
+                "stopped claiming; waiting for in-flight requests"
+            );
+        }
+        let grace = tokio::time::sleep(self.settings.shutdown_grace);
+        tokio::pin!(grace);
+        let mut stopping = false;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                biased;
+                Some(joined) = self.tasks.join_next_with_id() => self.reaped(joined),
+                _ = &mut grace, if !stopping => {
+                    warn!(in_flight = self.tasks.len(), "grace period over; stopping in-flight requests");
+                    hard_stop.cancel();
+                    stopping = true;
+                }
+                _ = hard_stop.cancelled(), if !stopping => {
+                    warn!(in_flight = self.tasks.len(), "stopping in-flight requests now");
+                    stopping = true;
+                }
+            }
+        }
+        self.metrics.in_flight.set(0);
+        self.metrics
+            .deliveries
+            .with_label_values(&["released"])
+            .inc_by(self.unfinished.len() as u64);
+        std::mem::take(&mut self.unfinished)
+    }
+}

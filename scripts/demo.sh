@@ -51,6 +51,7 @@ sleep 1
 
 say "publishing events from inside application transactions"
 psql -q "$DB_URL" <<'SQL'
+\o /dev/null
 CREATE TABLE policies (policy_id text PRIMARY KEY, tenant_id text, premium numeric);
 CREATE TABLE claims (claim_id text PRIMARY KEY, policy_id text, status text);
 
@@ -75,6 +76,7 @@ BEGIN;  -- globex updates an agreement (Inngest's "name" works too)
 SELECT hooks.publish('{"name":"agreement/updated","data":{"tenantId":"globex","agreementId":"A-3","version":2}}');
 COMMIT;
 SQL
+psql -qtA "$DB_URL" -c "SELECT format('  published %s %s for %s', event_id, event_type, tenant_id) FROM hooks.events ORDER BY event_id"
 
 say "waiting for delivery"
 for _ in $(seq 1 60); do

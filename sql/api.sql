@@ -64,8 +64,8 @@ LANGUAGE sql STABLE AS $$
      WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern AND hooks.pattern_matches(w.event_type, $1)
 $$;
 
--- Publishes an event inside the caller's transaction: one hooks.events row, one
--- hooks.deliveries row per matching webhook, and a wake-up for the sender on commit. Returns the
+-- Publishes an event inside the caller's transaction: one hooks.events row, and one
+-- hooks.deliveries row per matching webhook (whose insert wakes the sender on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
 -- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
 -- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep).
@@ -74,7 +74,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p        record;
     v_id     bigint;
-    v_found  boolean;
 BEGIN
     IF event IS NULL THEN
         RAISE EXCEPTION 'hooks.publish: event must not be NULL'
@@ -102,18 +101,60 @@ BEGIN
     INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
     SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
       FROM hooks.match(p.event_type, p.tenant_id) m;
-    v_found := FOUND;
+    RETURN v_id;
+END
+$$;
 
-    -- Wake-up: NOTIFY serialises commits cluster-wide, so only notify when no sender is awake
-    -- (an awake sender claims again by itself). NOTIFY is delivered on commit, at most once per
-    -- transaction, and never for a rollback.
-    IF v_found AND NOT EXISTS (
-        SELECT 1 FROM hooks.senders s
-         WHERE s.awake AND s.seen_at > statement_timestamp() - interval '10 seconds')
-    THEN
+-------------------------------------------------------------------------------------------------
+-- Wake-ups. NOTIFY makes a committing transaction take a cluster-wide lock, so publishers only
+-- notify when no sender is awake. Two advisory locks, neither of them MVCC (so the check is
+-- right at any isolation level):
+--   "awake" lock (7233327398000002): every awake sender holds it in shared mode on its claim
+--       session (taken by hooks.claim when it returns rows, dropped when it returns none, and
+--       dropped by Postgres when the session dies). A publisher that can take it exclusively
+--       knows no sender is awake, and notifies.
+--   "commit" lock (7233327398000001): every publishing transaction holds it in shared mode from
+--       its wake-up check until its commit is visible. A sender going idle takes it exclusively
+--       once (waiting for those commits) and then claims again, so a publisher that saw it awake
+--       is never missed.
+-- The check runs in a deferred trigger, at commit, once per transaction; rollbacks never reach
+-- it. NOTIFY sends on commit only.
+-------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION hooks._wake_sender() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('beema_hooks.wake_checked', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('beema_hooks.wake_checked', 'on', true);
+    PERFORM pg_advisory_xact_lock_shared(7233327398000001);
+    IF pg_try_advisory_xact_lock(7233327398000002) THEN
         PERFORM pg_notify('hooks_deliveries', '');
     END IF;
-    RETURN v_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER deliveries_wake_sender
+    AFTER INSERT ON hooks.deliveries
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION hooks._wake_sender();
+
+-- Waits until every publishing transaction that is committing has finished (see above). A
+-- publisher stuck in a prepared (two-phase) commit is not waited for beyond 200 ms: the poll
+-- then finds its rows.
+CREATE FUNCTION hooks._commit_barrier() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '200ms', true);
+    PERFORM pg_advisory_lock(7233327398000001);
+    PERFORM pg_advisory_unlock(7233327398000001);
+    PERFORM set_config('lock_timeout', v_timeout, true);
+EXCEPTION WHEN lock_not_available THEN
+    NULL;
 END
 $$;
 
@@ -134,6 +175,7 @@ $$;
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
 -- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
 -- their lost attempt logged; rows of disabled webhooks are cancelled instead of claimed.
+-- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
@@ -144,6 +186,8 @@ DECLARE
     v_sender  text := claim.sender_id;
     v_ts      bigint := extract(epoch FROM now())::bigint;
     v_claimed integer;
+    v_round   integer;
+    v_now     timestamptz;
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
@@ -155,58 +199,73 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    RETURN QUERY
-    WITH due AS (
-        SELECT d.delivery_id, d.webhook_id, d.status, d.lease_owner, d.attempt_number
-          FROM hooks.deliveries d
-         WHERE d.status IN ('pending', 'retrying', 'in_flight')
-           AND d.next_attempt_at <= now()
-         ORDER BY d.next_attempt_at
-         LIMIT max_rows
-           FOR UPDATE SKIP LOCKED
-    ), lost AS (
-        INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome, error_message)
-        SELECT due.delivery_id, due.webhook_id, due.attempt_number, due.lease_owner, 'lease_expired',
-               'lease expired before the sender reported a result'
-          FROM due
-         WHERE due.status = 'in_flight'
-    ), cancelled AS (
-        UPDATE hooks.deliveries d
-           SET status = 'cancelled',
-               error_message = 'webhook disabled' || coalesce(': ' || w.disabled_reason, ''),
-               lease_owner = NULL,
-               updated_at = now()
-          FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
-         WHERE d.delivery_id = due.delivery_id AND NOT w.enabled
-    ), claimed AS (
-        UPDATE hooks.deliveries d
-           SET status = 'in_flight',
-               attempt_number = d.attempt_number + 1,
-               lease_owner = v_sender,
-               next_attempt_at = now() + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
-               updated_at = now()
-          FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
-         WHERE d.delivery_id = due.delivery_id AND w.enabled
-        RETURNING d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_id,
-                  d.event_type, d.next_attempt_at, w.url, w.headers AS custom_headers, w.secret,
-                  w.timeout_ms
-    )
-    SELECT c.delivery_id, c.attempt_number, c.delivery_uuid, c.webhook_id, c.event_type, c.url,
-           c.custom_headers || jsonb_build_object(
-               'Content-Type', 'application/json',
-               'X-Beema-Signature', hooks.sign(e.body, c.secret),
-               'X-Beema-Event', c.event_type,
-               'X-Beema-Delivery', c.delivery_uuid::text,
-               'webhook-id', c.delivery_uuid::text,
-               'webhook-timestamp', v_ts::text,
-               'webhook-signature', hooks.sign_standard(c.delivery_uuid::text, v_ts, e.body, ARRAY[c.secret])),
-           e.body, c.timeout_ms, c.next_attempt_at
-      FROM claimed c JOIN hooks.events e ON e.event_id = c.event_id
-     ORDER BY c.delivery_id;
+    FOR v_round IN 1..2 LOOP
+        -- not now(): the second look must see rows of transactions that began after this one
+        v_now := clock_timestamp();
+        RETURN QUERY
+        WITH due AS (
+            SELECT d.delivery_id, d.webhook_id, d.status, d.lease_owner, d.attempt_number
+              FROM hooks.deliveries d
+             WHERE d.status IN ('pending', 'retrying', 'in_flight')
+               AND d.next_attempt_at <= v_now
+             ORDER BY d.next_attempt_at
+             LIMIT max_rows
+               FOR UPDATE SKIP LOCKED
+        ), lost AS (
+            INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome, error_message)
+            SELECT due.delivery_id, due.webhook_id, due.attempt_number, due.lease_owner, 'lease_expired',
+                   'lease expired before the sender reported a result'
+              FROM due
+             WHERE due.status = 'in_flight'
+        ), cancelled AS (
+            UPDATE hooks.deliveries d
+               SET status = 'cancelled',
+                   error_message = 'webhook disabled' || coalesce(': ' || w.disabled_reason, ''),
+                   lease_owner = NULL,
+                   updated_at = now()
+              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+             WHERE d.delivery_id = due.delivery_id AND NOT w.enabled
+        ), claimed AS (
+            UPDATE hooks.deliveries d
+               SET status = 'in_flight',
+                   attempt_number = d.attempt_number + 1,
+                   lease_owner = v_sender,
+                   next_attempt_at = v_now + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
+                   updated_at = now()
+              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+             WHERE d.delivery_id = due.delivery_id AND w.enabled
+            RETURNING d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_id,
+                      d.event_type, d.next_attempt_at, w.url, w.headers AS custom_headers, w.secret,
+                      w.timeout_ms
+        )
+        SELECT c.delivery_id, c.attempt_number, c.delivery_uuid, c.webhook_id, c.event_type, c.url,
+               c.custom_headers || jsonb_build_object(
+                   'Content-Type', 'application/json',
+                   'X-Beema-Signature', hooks.sign(e.body, c.secret),
+                   'X-Beema-Event', c.event_type,
+                   'X-Beema-Delivery', c.delivery_uuid::text,
+                   'webhook-id', c.delivery_uuid::text,
+                   'webhook-timestamp', v_ts::text,
+                   'webhook-signature', hooks.sign_standard(c.delivery_uuid::text, v_ts, e.body, ARRAY[c.secret])),
+               e.body, c.timeout_ms, c.next_attempt_at
+          FROM claimed c JOIN hooks.events e ON e.event_id = c.event_id
+         ORDER BY c.delivery_id;
+        GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
-    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+        IF v_claimed > 0 THEN
+            -- Awake: hold the shared "awake" lock once, so publishers skip NOTIFY.
+            PERFORM pg_advisory_unlock_all();
+            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            EXIT;
+        END IF;
+        -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender
+        -- awake to finish committing, and look once more.
+        PERFORM pg_advisory_unlock_all();
+        EXIT WHEN v_round = 2;
+        PERFORM hooks._commit_barrier();
+    END LOOP;
 
-    -- Awake (will claim again soon) or idle: publishers notify only when no sender is awake.
+    -- For DBAs: which senders exist and whether they are awake (written on changes only).
     INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
     VALUES (v_sender, v_claimed > 0, now())
     ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE

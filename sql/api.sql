@@ -1,5 +1,5 @@
--- beema_hooks SQL API: webhook triggers, publish, match, the sender's claim/complete/release,
--- and the delivery log view. Runs last in the install script, after the Rust functions.
+-- beema_hooks SQL API: webhook triggers, publish, match, wake-ups, and the sender's
+-- claim/complete/release. Runs after schema.sql and the Rust functions; ops.sql runs last.
 
 -------------------------------------------------------------------------------------------------
 -- Webhooks: validation on every write, whether through functions or plain DML.
@@ -26,7 +26,8 @@ END
 $$;
 
 CREATE TRIGGER webhooks_before_write
-    BEFORE INSERT OR UPDATE ON hooks.webhooks
+    BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
+                               retry_config, timeout_ms ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 
 -- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
@@ -162,6 +163,12 @@ $$;
 -- The sender's API (docs/sender-api.md). The sender reads no table; these own every transition.
 -------------------------------------------------------------------------------------------------
 
+-- An integer setting (GUC) with a default for when it is unset.
+CREATE FUNCTION hooks._setting_int(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting(name, true), '')::integer, fallback)
+$$;
+
 CREATE FUNCTION hooks._check_sender_id(sender_id text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -174,7 +181,10 @@ $$;
 
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
 -- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
--- their lost attempt logged; rows of disabled webhooks are cancelled instead of claimed.
+-- their lost attempt logged. Due rows of a disabled webhook are cancelled; those of a paused
+-- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
+-- one delivery per webhook and claim goes out as a probe. None of these slow healthy webhooks:
+-- skipped rows move out of the due range and the claim looks further.
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
@@ -183,11 +193,14 @@ RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, w
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_sender  text := claim.sender_id;
-    v_ts      bigint := extract(epoch FROM now())::bigint;
-    v_claimed integer;
-    v_round   integer;
-    v_now     timestamptz;
+    v_sender    text := claim.sender_id;
+    v_ts        bigint := extract(epoch FROM now())::bigint;
+    v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
+    v_ids       bigint[];
+    v_skipped   bigint;
+    v_claimed   integer := 0;
+    v_looked_again boolean := false;
+    v_now       timestamptz;
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF max_rows IS NULL OR max_rows < 1 OR max_rows > 10000 THEN
@@ -199,70 +212,96 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    FOR v_round IN 1..2 LOOP
-        -- not now(): the second look must see rows of transactions that began after this one
+    FOR v_round IN 1..1000 LOOP
+        -- not now(): a later look must see rows of transactions that began after this one
         v_now := clock_timestamp();
-        RETURN QUERY
         WITH due AS (
-            SELECT d.delivery_id, d.webhook_id, d.status, d.lease_owner, d.attempt_number
+            SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
+                   d.next_attempt_at
               FROM hooks.deliveries d
              WHERE d.status IN ('pending', 'retrying', 'in_flight')
                AND d.next_attempt_at <= v_now
              ORDER BY d.next_attempt_at
              LIMIT max_rows
                FOR UPDATE SKIP LOCKED
+        ), plan AS (
+            SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
+                   CASE
+                       WHEN NOT w.enabled THEN 'cancel'
+                       WHEN w.paused_until > v_now THEN 'wait'
+                       WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
+                            AND row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
+                           THEN 'wait'
+                       ELSE 'claim'
+                   END AS action
+              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
         ), lost AS (
-            INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome, error_message)
-            SELECT due.delivery_id, due.webhook_id, due.attempt_number, due.lease_owner, 'lease_expired',
-                   'lease expired before the sender reported a result'
-              FROM due
-             WHERE due.status = 'in_flight'
-        ), cancelled AS (
+            INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+            SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
+                   'lease_expired', 'lease expired before the sender reported a result'
+              FROM plan
+             WHERE plan.status = 'in_flight'
+        ), skipped AS (
             UPDATE hooks.deliveries d
-               SET status = 'cancelled',
-                   error_message = 'webhook disabled' || coalesce(': ' || w.disabled_reason, ''),
+               SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
+                                 WHEN plan.status = 'in_flight' THEN 'retrying'
+                                 ELSE plan.status END,
+                   error_message = CASE WHEN plan.action = 'cancel'
+                                        THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
+                                        ELSE d.error_message END,
+                   next_attempt_at = CASE WHEN plan.action = 'cancel' THEN d.next_attempt_at
+                                          ELSE greatest(plan.paused_until, v_now + interval '1 second') END,
                    lease_owner = NULL,
                    updated_at = now()
-              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
-             WHERE d.delivery_id = due.delivery_id AND NOT w.enabled
+              FROM plan
+             WHERE d.delivery_id = plan.delivery_id AND plan.action <> 'claim'
+            RETURNING 1
         ), claimed AS (
             UPDATE hooks.deliveries d
                SET status = 'in_flight',
                    attempt_number = d.attempt_number + 1,
                    lease_owner = v_sender,
-                   next_attempt_at = v_now + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
+                   next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
                    updated_at = now()
-              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
-             WHERE d.delivery_id = due.delivery_id AND w.enabled
-            RETURNING d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_id,
-                      d.event_type, d.next_attempt_at, w.url, w.headers AS custom_headers, w.secret,
-                      w.timeout_ms
+              FROM plan
+             WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
+            RETURNING d.delivery_id
         )
-        SELECT c.delivery_id, c.attempt_number, c.delivery_uuid, c.webhook_id, c.event_type, c.url,
-               c.custom_headers || jsonb_build_object(
-                   'Content-Type', 'application/json',
-                   'X-Beema-Signature', hooks.sign(e.body, c.secret),
-                   'X-Beema-Event', c.event_type,
-                   'X-Beema-Delivery', c.delivery_uuid::text,
-                   'webhook-id', c.delivery_uuid::text,
-                   'webhook-timestamp', v_ts::text,
-                   'webhook-signature', hooks.sign_standard(c.delivery_uuid::text, v_ts, e.body, ARRAY[c.secret])),
-               e.body, c.timeout_ms, c.next_attempt_at
-          FROM claimed c JOIN hooks.events e ON e.event_id = c.event_id
-         ORDER BY c.delivery_id;
-        GET DIAGNOSTICS v_claimed = ROW_COUNT;
+        SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed), (SELECT count(*) FROM skipped)
+          INTO v_ids, v_skipped;
+        v_claimed := coalesce(cardinality(v_ids), 0);
 
         IF v_claimed > 0 THEN
+            RETURN QUERY
+            SELECT d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_type, w.url,
+                   w.headers || jsonb_build_object(
+                       'Content-Type', 'application/json',
+                       'X-Beema-Signature', hooks.sign(e.body, w.secret),
+                       'X-Beema-Event', d.event_type,
+                       'X-Beema-Delivery', d.delivery_uuid::text,
+                       'webhook-id', d.delivery_uuid::text,
+                       'webhook-timestamp', v_ts::text,
+                       'webhook-signature', hooks.sign_standard(d.delivery_uuid::text, v_ts, e.body,
+                           CASE WHEN w.previous_secret_expires_at > v_now
+                                THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
+                   e.body, w.timeout_ms, d.next_attempt_at
+              FROM hooks.deliveries d
+              JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
+              JOIN hooks.events e ON e.event_id = d.event_id
+             WHERE d.delivery_id = ANY (v_ids)
+             ORDER BY d.delivery_id;
             -- Awake: hold the shared "awake" lock once, so publishers skip NOTIFY.
             PERFORM pg_advisory_unlock_all();
             PERFORM pg_try_advisory_lock_shared(7233327398000002);
             EXIT;
         END IF;
+        CONTINUE WHEN v_skipped > 0;  -- only rows to skip so far: look further
         -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender
         -- awake to finish committing, and look once more.
         PERFORM pg_advisory_unlock_all();
-        EXIT WHEN v_round = 2;
+        EXIT WHEN v_looked_again;
         PERFORM hooks._commit_barrier();
+        v_looked_again := true;
     END LOOP;
 
     -- For DBAs: which senders exist and whether they are awake (written on changes only).
@@ -278,12 +317,17 @@ $$;
 -- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
 -- holds the lease of that attempt. 2xx -> success; 410 -> failed and the webhook disabled; the
 -- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
+-- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
 CREATE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    v_sender  text := complete.sender_id;
-    v_applied integer;
+    v_sender    text := complete.sender_id;
+    v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
+    v_cooldown  bigint := hooks._setting_int('hooks.breaker_cooldown_ms', 30000);
+    v_max_cool  bigint := hooks._setting_int('hooks.breaker_max_cooldown_ms', 3600000);
+    v_disable   integer := hooks._setting_int('hooks.disable_after_failing_hours', 72);
+    v_applied   integer;
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -297,7 +341,7 @@ BEGIN
                status_code integer, error text, response_body text, duration_ms integer,
                retry_after_ms bigint)
     ), cur AS (
-        SELECT r.*, d.webhook_id, w.retry_config, w.enabled,
+        SELECT r.*, d.webhook_id, d.tenant_id, w.retry_config, w.enabled,
                (d.status = 'in_flight' AND d.lease_owner = v_sender
                 AND d.attempt_number = r.attempt_number) AS holds,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
@@ -330,18 +374,48 @@ BEGIN
          WHERE d.delivery_id = cur.delivery_id AND cur.holds
         RETURNING d.delivery_id
     ), log AS (
-        INSERT INTO hooks.attempts (delivery_id, webhook_id, attempt_number, sender_id, outcome,
+        INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
                                     status_code, error_message, duration_ms)
-        SELECT cur.delivery_id, cur.webhook_id, cur.attempt_number, v_sender,
+        SELECT cur.delivery_id, cur.webhook_id, cur.tenant_id, cur.attempt_number, v_sender,
                CASE WHEN NOT cur.holds THEN 'lease_lost' WHEN cur.ok THEN 'success' ELSE 'failure' END,
                cur.status_code, cur.err, cur.duration_ms
           FROM cur
-    ), gone AS (
-        UPDATE hooks.webhooks w
-           SET enabled = false,
-               disabled_reason = '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    ), per_webhook AS (
+        SELECT cur.webhook_id, bool_or(cur.ok) AS any_ok, count(*) FILTER (WHERE NOT cur.ok) AS failures,
+               bool_or(cur.status_code = 410) AS gone
           FROM cur
-         WHERE w.webhook_id = cur.webhook_id AND cur.holds AND cur.status_code = 410 AND w.enabled
+         WHERE cur.holds
+         GROUP BY cur.webhook_id
+    ), breaker AS (
+        -- One update per webhook: a success closes the breaker; failures count up, pause the
+        -- webhook for a growing cool-down past the threshold, and disable it after a sustained
+        -- failure window; 410 Gone disables it at once.
+        UPDATE hooks.webhooks w
+           SET consecutive_failures = CASE WHEN s.any_ok THEN 0 ELSE w.consecutive_failures + s.failures END,
+               failing_since = CASE WHEN s.any_ok THEN NULL ELSE coalesce(w.failing_since, now()) END,
+               last_success_at = CASE WHEN s.any_ok THEN now() ELSE w.last_success_at END,
+               last_failure_at = CASE WHEN s.failures > 0 THEN now() ELSE w.last_failure_at END,
+               paused_until = CASE
+                   WHEN s.any_ok THEN NULL
+                   WHEN v_threshold > 0 AND w.consecutive_failures + s.failures >= v_threshold
+                       THEN now() + least(v_cooldown * 2 ^ least(w.consecutive_failures + s.failures - v_threshold, 30),
+                                          v_max_cool) * interval '1 millisecond'
+                   ELSE w.paused_until END,
+               enabled = CASE
+                   WHEN s.gone THEN false
+                   WHEN NOT s.any_ok AND v_disable > 0
+                        AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour' THEN false
+                   ELSE w.enabled END,
+               disabled_reason = CASE
+                   WHEN NOT w.enabled THEN w.disabled_reason
+                   WHEN s.gone THEN '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                   WHEN NOT s.any_ok AND v_disable > 0
+                        AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour'
+                       THEN 'failing since ' || to_char(w.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                            || ' (hooks.disable_after_failing_hours = ' || v_disable || ')'
+                   ELSE w.disabled_reason END
+          FROM per_webhook s
+         WHERE w.webhook_id = s.webhook_id
     )
     SELECT count(*) INTO v_applied FROM upd;
     RETURN v_applied;
@@ -379,29 +453,3 @@ BEGIN
     RETURN v_released;
 END
 $$;
-
--------------------------------------------------------------------------------------------------
--- Views for DBAs.
--------------------------------------------------------------------------------------------------
-
--- Every delivery with its webhook and event: what was sent where, and how it went.
-CREATE VIEW hooks.delivery_log AS
-SELECT d.delivery_id,
-       d.delivery_uuid,
-       d.tenant_id,
-       w.webhook_name,
-       w.url,
-       d.event_type,
-       e.event_key,
-       d.status,
-       d.attempt_number AS attempts,
-       d.status_code,
-       d.error_message,
-       d.created_at,
-       d.delivered_at,
-       CASE WHEN d.status IN ('pending', 'retrying') THEN d.next_attempt_at END AS next_attempt_at,
-       d.webhook_id,
-       d.event_id
-  FROM hooks.deliveries d
-  JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
-  JOIN hooks.events e ON e.event_id = d.event_id;

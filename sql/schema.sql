@@ -20,6 +20,15 @@ CREATE TABLE hooks.webhooks (
     created_by      text,
     -- why the webhook was disabled, when it was disabled by the system (410 Gone) or an admin
     disabled_reason text,
+    -- secret rotation: the previous secret also signs (webhook-signature) until this time
+    previous_secret            text,
+    previous_secret_expires_at timestamptz,
+    -- circuit breaker state, maintained by hooks.complete()
+    consecutive_failures integer     NOT NULL DEFAULT 0,
+    failing_since        timestamptz,
+    paused_until         timestamptz,
+    last_success_at      timestamptz,
+    last_failure_at      timestamptz,
     -- true when event_type holds a '*': such rows are matched by hooks.pattern_matches()
     is_pattern      boolean     GENERATED ALWAYS AS (strpos(event_type, '*') > 0) STORED,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
@@ -79,6 +88,7 @@ CREATE TABLE hooks.attempts (
     attempt_id      bigserial   PRIMARY KEY,
     delivery_id     bigint      NOT NULL REFERENCES hooks.deliveries ON DELETE CASCADE,
     webhook_id      bigint      NOT NULL,
+    tenant_id       text        NOT NULL,
     attempt_number  integer     NOT NULL,
     sender_id       text,
     -- success | failure | lease_lost (result came after the lease passed to another sender)

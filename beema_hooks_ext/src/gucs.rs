@@ -1,10 +1,20 @@
-//! Every setting of the extension.
+//! Every setting of the extension. SQL reads the breaker settings with `hooks._setting_int`, which
+//! falls back to the same defaults when the library is not loaded yet in a session.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// `hooks.max_payload_bytes`: the largest event `hooks.publish` accepts, in bytes of JSON
 /// (default 1 MiB, 1 KiB to 64 MiB). Larger events raise SQLSTATE 54000.
 pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
+/// `hooks.breaker_failure_threshold`: consecutive failures that pause a webhook (0 = never).
+pub static BREAKER_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// `hooks.breaker_cooldown_ms`: the first pause; it doubles with each further failure.
+pub static BREAKER_COOLDOWN_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+/// `hooks.breaker_max_cooldown_ms`: the longest pause.
+pub static BREAKER_MAX_COOLDOWN_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
+/// `hooks.disable_after_failing_hours`: a webhook failing without a success for this long is
+/// disabled, with the reason recorded (0 = never).
+pub static DISABLE_AFTER_FAILING_HOURS: GucSetting<i32> = GucSetting::<i32>::new(72);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -14,6 +24,46 @@ pub fn init() {
         &MAX_PAYLOAD_BYTES,
         1024,
         64 << 20,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hooks.breaker_failure_threshold",
+        c"Consecutive failed attempts that pause a webhook (0 disables the circuit breaker).",
+        c"While paused, a webhook's deliveries wait instead of spending their attempts.",
+        &BREAKER_FAILURE_THRESHOLD,
+        0,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hooks.breaker_cooldown_ms",
+        c"First pause of a webhook whose circuit breaker opens, in milliseconds.",
+        c"Each further failure doubles the pause, up to hooks.breaker_max_cooldown_ms.",
+        &BREAKER_COOLDOWN_MS,
+        100,
+        86_400_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hooks.breaker_max_cooldown_ms",
+        c"Longest pause of a webhook whose circuit breaker is open, in milliseconds.",
+        c"",
+        &BREAKER_MAX_COOLDOWN_MS,
+        100,
+        604_800_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"hooks.disable_after_failing_hours",
+        c"Hours of failures without a success after which a webhook is disabled (0 = never).",
+        c"The reason is recorded in hooks.webhooks.disabled_reason.",
+        &DISABLE_AFTER_FAILING_HOURS,
+        0,
+        8760,
         GucContext::Userset,
         GucFlags::default(),
     );

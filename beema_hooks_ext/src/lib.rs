@@ -1,7 +1,7 @@
 //! `beema_hooks`: transactional webhooks from inside PostgreSQL.
 //!
-//! The SQL surface lives in `sql/`: `schema.sql` (tables, run first) and `api.sql` (publish,
-//! match, claim, complete, release, views, run last). The Rust functions here are the parts SQL
+//! The SQL surface lives in `sql/`: `schema.sql` (tables, run first), `api.sql` (publish, match,
+//! claim, complete, release) and `ops.sql` (views, metrics, management; run last). The Rust functions here are the parts SQL
 //! is bad at: validating events and webhook settings with precise errors, matching event-type
 //! patterns, signing, and the retry schedule. The rules themselves live in the `hooks_core`
 //! crate, shared with the sender and tested there in plain Rust.
@@ -17,7 +17,21 @@ mod webhooks;
 ::pgrx::pg_module_magic!(name, version);
 
 pgrx::extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
-pgrx::extension_sql_file!("../../sql/api.sql", name = "api", finalize);
+pgrx::extension_sql_file!(
+    "../../sql/api.sql",
+    name = "api",
+    requires = [
+        "schema",
+        publish::prepare_event,
+        publish::pattern_matches,
+        signing::sign,
+        signing::sign_standard,
+        signing::generate_secret,
+        webhooks::check_webhook,
+        webhooks::retry_delay_ms,
+    ]
+);
+pgrx::extension_sql_file!("../../sql/ops.sql", name = "ops", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,0 +1,67 @@
+-- Management functions, views and metrics.
+BEGIN;
+SELECT webhook_name, event_type, enabled, left(secret, 6) AS secret_prefix, timeout_ms
+  FROM hooks.create_webhook('acme', 'crm', 'claim/*', 'https://crm.example/hooks');
+SELECT webhook_name, url, headers, retry_config
+  FROM hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'),
+                            '{"url": "https://crm.example/v2", "headers": {"Authorization": "Bearer t"},
+                              "retry_config": {"maxAttempts": 2, "backoffMs": 0}}');
+SELECT sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'), '{"secret": "x"}')$$);
+SELECT sqlstate_of($$SELECT hooks.update_webhook(-1, '{}')$$);
+SELECT sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'), '{"url": "ftp://x"}')$$);
+
+-- rotation: the old secret keeps signing webhook-signature during the grace period
+UPDATE hooks.webhooks SET secret = 'old-secret-1234' WHERE webhook_name = 'crm';
+SELECT hooks.rotate_secret((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'), 'new-secret-5678', '1 hour');
+SELECT hooks.publish('{"event": "claim/opened", "id": "e1", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+SELECT c.delivery_id IS NOT NULL AS claimed,
+       hooks.verify(c.body, 'new-secret-5678', c.headers->>'X-Beema-Signature') AS beema_new,
+       hooks.verify_standard(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                             'old-secret-1234', c.headers->>'webhook-signature') AS standard_old,
+       hooks.verify_standard(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                             'new-secret-5678', c.headers->>'webhook-signature') AS standard_new,
+       c.headers->>'Authorization' AS custom_header
+  FROM hooks.claim('s1', 10) c;
+
+-- exhaust the attempts: the delivery becomes a dead letter, then is retried
+SELECT hooks.complete('s1', jsonb_build_array(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', 1, 'status_code', 500)))
+  FROM hooks.deliveries;
+SELECT count(*) AS claimed_again FROM hooks.claim('s1', 10);
+SELECT hooks.complete('s1', jsonb_build_array(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', 2,
+                                                                 'error', 'timeout after 10000 ms')))
+  FROM hooks.deliveries;
+SELECT webhook_name, event_type, event_key, attempts, status_code, error_message FROM hooks.dead_letters;
+SELECT outcome, status_code, error_message FROM hooks.attempts ORDER BY attempt_id;
+SELECT status, attempt_number FROM hooks.retry_delivery((SELECT delivery_id FROM hooks.dead_letters));
+SELECT count(*) AS dead_letters FROM hooks.dead_letters;
+SELECT pending, retrying, in_flight, due_now FROM hooks.metrics();
+
+-- replay: to every webhook matching now, with a new delivery uuid
+SELECT (hooks.create_webhook('acme', 'all', '*', 'https://all.example/')).webhook_name AS created;
+SELECT delivery_uuid AS old_uuid FROM hooks.deliveries \gset
+SELECT hooks.replay_event((SELECT event_id FROM hooks.events WHERE event_key = 'e1'));
+SELECT w.webhook_name, d.status, d.delivery_uuid <> :'old_uuid' AS new_uuid
+  FROM hooks.deliveries d JOIN hooks.webhooks w USING (webhook_id) ORDER BY w.webhook_name;
+
+-- redeliver failures since a time, set-based
+UPDATE hooks.deliveries SET status = 'failed';
+SELECT hooks.redeliver_failed((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'all'), now() - interval '1 hour');
+SELECT w.webhook_name, d.status FROM hooks.deliveries d JOIN hooks.webhooks w USING (webhook_id) ORDER BY 1;
+
+-- webhook.test goes through the normal path
+SELECT hooks.test_webhook(webhook_id) AS test_delivery FROM hooks.webhooks WHERE webhook_name = 'crm' \gset
+SELECT d.event_type, d.status, e.body::jsonb->'data'->>'webhookName' AS webhook
+  FROM hooks.deliveries d JOIN hooks.events e USING (event_id)
+ WHERE d.delivery_id = :test_delivery;
+
+-- disable: queued deliveries are cancelled; enable; delete
+SELECT enabled, disabled_reason FROM hooks.disable_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'), 'maintenance');
+SELECT w.webhook_name, d.status, d.error_message FROM hooks.deliveries d JOIN hooks.webhooks w USING (webhook_id)
+ WHERE w.webhook_name = 'crm' ORDER BY d.delivery_id;
+SELECT left(sqlstate_of($$SELECT hooks.retry_delivery((SELECT min(delivery_id) FROM hooks.deliveries d JOIN hooks.webhooks w USING (webhook_id) WHERE w.webhook_name = 'crm'))$$), 5) AS sqlstate;
+SELECT webhook_name, state, disabled_reason, attempts_24h, successes_24h FROM hooks.webhook_health ORDER BY webhook_name;
+SELECT enabled, disabled_reason FROM hooks.enable_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm'));
+SELECT hooks.delete_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'crm')) AS deleted,
+       hooks.delete_webhook(-1) AS deleted_missing;
+SELECT sqlstate_of($$SELECT hooks.retry_delivery(-1)$$), sqlstate_of($$SELECT hooks.replay_event(-1)$$);
+ROLLBACK;

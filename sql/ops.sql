@@ -1,0 +1,325 @@
+-- beema_hooks operations: views and metrics for DBAs, and management functions.
+-- Runs last in the install script. Missing objects raise P0002 (no_data_found); actions that
+-- do not fit an object's state raise 55000 (object_not_in_prerequisite_state).
+
+-------------------------------------------------------------------------------------------------
+-- Views and metrics.
+-------------------------------------------------------------------------------------------------
+
+-- Every delivery with its webhook and event: what was sent where, and how it went.
+CREATE VIEW hooks.delivery_log AS
+SELECT d.delivery_id,
+       d.delivery_uuid,
+       d.tenant_id,
+       w.webhook_name,
+       w.url,
+       d.event_type,
+       e.event_key,
+       d.status,
+       d.attempt_number AS attempts,
+       d.status_code,
+       d.error_message,
+       d.created_at,
+       d.updated_at,
+       d.delivered_at,
+       CASE WHEN d.status IN ('pending', 'retrying') THEN d.next_attempt_at END AS next_attempt_at,
+       d.webhook_id,
+       d.event_id
+  FROM hooks.deliveries d
+  JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
+  JOIN hooks.events e ON e.event_id = d.event_id;
+
+-- Final failures: the dead letters. Replay one with hooks.retry_delivery(delivery_id), or all of
+-- a webhook's since a time with hooks.redeliver_failed(webhook_id, since).
+CREATE VIEW hooks.dead_letters AS
+SELECT l.delivery_id, l.delivery_uuid, l.tenant_id, l.webhook_name, l.url, l.event_type,
+       l.event_key, l.attempts, l.status_code, l.error_message, l.created_at,
+       l.updated_at AS failed_at, l.webhook_id, l.event_id
+  FROM hooks.delivery_log l
+ WHERE l.status = 'failed';
+
+-- Per-webhook health over the last 24 hours of attempts, with the breaker's state.
+CREATE VIEW hooks.webhook_health AS
+SELECT w.webhook_id,
+       w.tenant_id,
+       w.webhook_name,
+       w.url,
+       CASE WHEN NOT w.enabled THEN 'disabled'
+            WHEN w.paused_until > now() THEN 'paused'
+            ELSE 'active' END AS state,
+       w.disabled_reason,
+       w.paused_until,
+       w.consecutive_failures,
+       w.failing_since,
+       w.last_success_at,
+       w.last_failure_at,
+       coalesce(a.attempts, 0) AS attempts_24h,
+       coalesce(a.successes, 0) AS successes_24h,
+       round(a.successes::numeric / nullif(a.attempts, 0), 4) AS success_rate_24h,
+       a.p50_ms,
+       a.p95_ms
+  FROM hooks.webhooks w
+  LEFT JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE at.outcome IN ('success', 'failure')) AS attempts,
+             count(*) FILTER (WHERE at.outcome = 'success') AS successes,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY at.duration_ms) AS p50_ms,
+             percentile_cont(0.95) WITHIN GROUP (ORDER BY at.duration_ms) AS p95_ms
+        FROM hooks.attempts at
+       WHERE at.webhook_id = w.webhook_id AND at.created_at > now() - interval '24 hours'
+  ) a ON true;
+
+-- The queue at a glance, for monitoring with nothing but SQL. Reads only the active part of
+-- the outbox (the due index), so it stays cheap whatever the size of the history.
+CREATE FUNCTION hooks.metrics()
+RETURNS TABLE (pending bigint, retrying bigint, in_flight bigint, due_now bigint,
+               oldest_due_age_seconds double precision, paused_webhooks bigint,
+               disabled_webhooks bigint, awake_senders bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FILTER (WHERE d.status = 'pending'),
+           count(*) FILTER (WHERE d.status = 'retrying'),
+           count(*) FILTER (WHERE d.status = 'in_flight'),
+           count(*) FILTER (WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now()),
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                    FILTER (WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now())), 0)::float8,
+           (SELECT count(*) FROM hooks.webhooks w WHERE w.enabled AND w.paused_until > now()),
+           (SELECT count(*) FROM hooks.webhooks w WHERE NOT w.enabled),
+           (SELECT count(*) FROM hooks.senders s WHERE s.awake AND s.seen_at > now() - interval '1 minute')
+      FROM hooks.deliveries d
+     WHERE d.status IN ('pending', 'retrying', 'in_flight')
+$$;
+
+-------------------------------------------------------------------------------------------------
+-- Management. Plain DML on hooks.webhooks is validated the same way; these add the lookups,
+-- state changes and defaults people expect.
+-------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION hooks._webhook(webhook_id bigint) RETURNS hooks.webhooks
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w hooks.webhooks;
+BEGIN
+    SELECT * INTO w FROM hooks.webhooks x WHERE x.webhook_id = _webhook.webhook_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN w;
+END
+$$;
+
+-- Registers a webhook and returns it (with its secret: generated as whsec_... when NULL).
+CREATE FUNCTION hooks.create_webhook(
+    tenant_id text, webhook_name text, event_type text, url text,
+    secret text DEFAULT NULL,
+    headers jsonb DEFAULT '{}',
+    retry_config jsonb DEFAULT '{"maxAttempts":3,"backoffMs":1000}',
+    timeout_ms integer DEFAULT 10000,
+    created_by text DEFAULT current_user)
+RETURNS hooks.webhooks
+LANGUAGE sql AS $$
+    INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
+                                retry_config, timeout_ms, created_by)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
+            coalesce($8, 10000), $9)
+    RETURNING *
+$$;
+
+-- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
+-- timeout_ms, enabled); other keys raise 22023.
+CREATE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
+LANGUAGE plpgsql AS $$
+DECLARE
+    w   hooks.webhooks := hooks._webhook(webhook_id);
+    bad text;
+BEGIN
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys(changes) k
+     WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled')
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'update_webhook cannot change %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled; use hooks.rotate_secret for the secret.';
+    END IF;
+    UPDATE hooks.webhooks x
+       SET webhook_name = coalesce(changes->>'webhook_name', x.webhook_name),
+           event_type   = coalesce(changes->>'event_type', x.event_type),
+           url          = coalesce(changes->>'url', x.url),
+           headers      = coalesce(changes->'headers', x.headers),
+           retry_config = coalesce(changes->'retry_config', x.retry_config),
+           timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
+           enabled      = coalesce((changes->>'enabled')::boolean, x.enabled)
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+
+-- Enables a webhook and resets its circuit breaker.
+CREATE FUNCTION hooks.enable_webhook(webhook_id bigint) RETURNS hooks.webhooks
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    UPDATE hooks.webhooks x
+       SET enabled = true, consecutive_failures = 0, failing_since = NULL, paused_until = NULL
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+
+-- Disables a webhook; its queued deliveries are cancelled (in-flight ones finish).
+CREATE FUNCTION hooks.disable_webhook(webhook_id bigint, reason text DEFAULT NULL) RETURNS hooks.webhooks
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    UPDATE hooks.webhooks x
+       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+
+-- Deletes a webhook with its deliveries and their attempts. Returns false when it did not exist.
+CREATE FUNCTION hooks.delete_webhook(webhook_id bigint) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH gone AS (DELETE FROM hooks.webhooks x WHERE x.webhook_id = $1 RETURNING 1)
+    SELECT count(*) > 0 FROM gone
+$$;
+
+-- Replaces a webhook's secret and returns the new one (generated when NULL). For `grace` the
+-- old secret still signs every delivery: webhook-signature then carries two v1 signatures, so
+-- receivers verifying with either secret accept it. X-Beema-Signature (one value) uses the new
+-- secret at once.
+CREATE FUNCTION hooks.rotate_secret(webhook_id bigint, new_secret text DEFAULT NULL,
+                                    grace interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    IF grace IS NULL OR grace < interval '0' OR grace > interval '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 and 30 days' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE hooks.webhooks x
+       SET secret = coalesce(new_secret, hooks.generate_secret()),
+           previous_secret = w.secret,
+           previous_secret_expires_at = now() + grace
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w.secret;
+END
+$$;
+
+-- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
+-- (receivers dedup on it). 55000 while it is in flight or its webhook is disabled.
+CREATE FUNCTION hooks.retry_delivery(delivery_id bigint) RETURNS hooks.deliveries
+LANGUAGE plpgsql AS $$
+DECLARE
+    d hooks.deliveries;
+BEGIN
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF d.status = 'in_flight' THEN
+        RAISE EXCEPTION 'delivery % is in flight', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Wait for its result.';
+    END IF;
+    IF NOT (hooks._webhook(d.webhook_id)).enabled THEN
+        RAISE EXCEPTION 'the webhook of delivery % is disabled', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
+    END IF;
+    UPDATE hooks.deliveries x
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           delivered_at = NULL, updated_at = now()
+     WHERE x.delivery_id = d.delivery_id
+    RETURNING * INTO d;
+    RETURN d;
+END
+$$;
+
+-- Replays an event to every webhook that matches it now (or only `webhook_id`, which must belong
+-- to the event's tenant). Each replayed delivery gets a new delivery uuid, since receivers dedup
+-- on it; deliveries in flight are left alone. Returns the number of deliveries queued.
+CREATE FUNCTION hooks.replay_event(event_id bigint, webhook_id bigint DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    e hooks.events;
+    n integer;
+BEGIN
+    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF webhook_id IS NOT NULL AND (hooks._webhook(webhook_id)).tenant_id <> e.tenant_id THEN
+        RAISE EXCEPTION 'webhook % belongs to another tenant than event %', webhook_id, event_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO hooks.deliveries AS d (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, e.tenant_id, e.event_type
+      FROM hooks.webhooks w
+     WHERE CASE WHEN replay_event.webhook_id IS NULL
+                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
+                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END
+    ON CONFLICT ON CONSTRAINT deliveries_event_webhook_key DO UPDATE
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           delivered_at = NULL, delivery_uuid = gen_random_uuid(), updated_at = now()
+     WHERE d.status <> 'in_flight';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Queues again every failed delivery of a webhook created since `since` (same delivery uuids:
+-- they never arrived). Returns how many.
+CREATE FUNCTION hooks.redeliver_failed(webhook_id bigint, since timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+    n integer;
+BEGIN
+    IF NOT w.enabled THEN
+        RAISE EXCEPTION 'webhook % is disabled', webhook_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
+    END IF;
+    UPDATE hooks.deliveries d
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           updated_at = now()
+     WHERE d.webhook_id = w.webhook_id AND d.status = 'failed' AND d.created_at >= coalesce(since, '-infinity');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Sends a `webhook.test` event to one webhook through the normal path (event row, delivery,
+-- signed by the sender like any other). Returns the delivery id.
+CREATE FUNCTION hooks.test_webhook(webhook_id bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    w   hooks.webhooks := hooks._webhook(webhook_id);
+    p   record;
+    eid bigint;
+    did bigint;
+BEGIN
+    IF NOT w.enabled THEN
+        RAISE EXCEPTION 'webhook % is disabled', webhook_id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT * INTO STRICT p FROM hooks._prepare_event(
+        jsonb_build_object('event', 'webhook.test',
+                           'data', jsonb_build_object('tenantId', w.tenant_id, 'webhookId', w.webhook_id,
+                                                      'webhookName', w.webhook_name))::text,
+        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+    VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
+    RETURNING event_id INTO eid;
+    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
+    VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
+    RETURNING delivery_id INTO did;
+    RETURN did;
+END
+$$;

@@ -323,3 +323,65 @@ BEGIN
     RETURN did;
 END
 $$;
+
+-------------------------------------------------------------------------------------------------
+-- Retention.
+-------------------------------------------------------------------------------------------------
+
+-- Deletes finished deliveries (success, failed, cancelled) last changed more than `older_than`
+-- ago, with their attempts, then events older than that with no delivery left. Works in
+-- batches of `batch_size` rows taken with SKIP LOCKED, so it never waits on, or holds up,
+-- publish and claim. With `commit_each_batch` (the default) it commits after every batch, so no
+-- lock or snapshot is held for long; that needs CALL outside a transaction block (2D000
+-- otherwise), like VACUUM. Returns the rows deleted in `deleted`.
+--   CALL hooks.purge('30 days');
+CREATE PROCEDURE hooks.purge(older_than interval DEFAULT '30 days', batch_size integer DEFAULT 5000,
+                             commit_each_batch boolean DEFAULT true, INOUT deleted bigint DEFAULT 0)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cutoff timestamptz;
+    n        integer;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_cutoff := now() - older_than;
+    deleted := 0;
+    LOOP
+        WITH victims AS (
+            SELECT d.delivery_id FROM hooks.deliveries d
+             WHERE d.status IN ('success', 'failed', 'cancelled') AND d.updated_at < v_cutoff
+             ORDER BY d.updated_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM hooks.deliveries d USING victims v WHERE d.delivery_id = v.delivery_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+        EXIT WHEN n < batch_size;
+        IF commit_each_batch THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+    LOOP
+        WITH victims AS (
+            SELECT e.event_id FROM hooks.events e
+             WHERE e.created_at < v_cutoff
+               AND NOT EXISTS (SELECT 1 FROM hooks.deliveries d WHERE d.event_id = e.event_id)
+             ORDER BY e.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM hooks.events e USING victims v WHERE e.event_id = v.event_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+        EXIT WHEN n < batch_size;
+        IF commit_each_batch THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;

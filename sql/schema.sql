@@ -50,6 +50,7 @@ CREATE TABLE hooks.events (
     created_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT events_tenant_key_key UNIQUE (tenant_id, event_key)
 );
+CREATE INDEX events_created_idx ON hooks.events (created_at);
 
 -- The outbox: one row per (event, matching webhook) (the seeds' sys_webhook_deliveries).
 CREATE TABLE hooks.deliveries (
@@ -80,6 +81,9 @@ CREATE TABLE hooks.deliveries (
 CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
     WHERE status IN ('pending', 'retrying', 'in_flight');
 CREATE INDEX deliveries_webhook_idx ON hooks.deliveries (webhook_id, created_at);
+-- retention (hooks.purge): finished rows by age
+CREATE INDEX deliveries_finished_idx ON hooks.deliveries (updated_at)
+    WHERE status IN ('success', 'failed', 'cancelled');
 CREATE UNIQUE INDEX deliveries_uuid_idx ON hooks.deliveries (delivery_uuid);
 
 -- One row per HTTP attempt, written by hooks.complete() (and by hooks.claim() for attempts

@@ -1,0 +1,338 @@
+//! A fresh database with `CREATE EXTENSION beema_hooks` per test, dropped `WITH (FORCE)` at the
+//! end (graphile_worker_rs style), and helpers to register webhooks and publish events.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+
+/// Admin URL of the cluster: `BEEMA_ADMIN_URL` or the `scripts/pg.sh` default.
+pub fn admin_url() -> String {
+    std::env::var("BEEMA_ADMIN_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:28815/postgres".to_owned())
+}
+
+/// `url` with its database (the path) replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{db}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Opens a connection and drives it on a background task.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot connect to {url}: {e} (is the cluster up? scripts/pg.sh start)")
+        });
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A database of its own with the extension installed.
+pub struct TestDb {
+    name: String,
+    url: String,
+    client: Client,
+    dropped: bool,
+}
+
+impl TestDb {
+    /// Creates `beema_e2e_<unique>` and runs `CREATE EXTENSION beema_hooks` in it.
+    pub async fn new() -> TestDb {
+        let admin_url = admin_url();
+        let name = crate::unique_name("beema_e2e");
+        let admin = connect(&admin_url).await;
+        sweep_leftovers(&admin).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let url = with_database(&admin_url, &name);
+        let client = connect(&url).await;
+        let db = TestDb {
+            name,
+            url,
+            client,
+            dropped: false,
+        };
+        db.client
+            .batch_execute("CREATE EXTENSION beema_hooks")
+            .await
+            .unwrap_or_else(|e| panic!("CREATE EXTENSION beema_hooks: {e:?}"));
+        db
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connection URL of this database (what the sender gets as DATABASE_URL).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The test's own connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Another connection to this database.
+    pub async fn connect(&self) -> Client {
+        connect(&self.url).await
+    }
+
+    /// A connection that has run `LISTEN channel`, and the notifications it receives.
+    pub async fn listen(&self, channel: &str) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+        let (client, mut connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(msg) = messages.next().await {
+                match msg {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.send(n);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .unwrap_or_else(|e| panic!("LISTEN {channel}: {e}"));
+        (client, rx)
+    }
+
+    /// One value of a one-row, one-column query.
+    pub async fn one<T>(&self, sql: &str) -> T
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        row.get(0)
+    }
+
+    /// `count(*)` of a query's rows.
+    pub async fn count(&self, sql_from_where: &str) -> i64 {
+        self.one::<i64>(&format!("SELECT count(*) FROM {sql_from_where}"))
+            .await
+    }
+
+    /// Inserts a webhook through plain DML (what a user would do) and returns its id and secret
+    /// (generated by the extension when not given).
+    pub async fn register(&self, w: &Webhook) -> (i64, String) {
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO hooks.webhooks
+                     (webhook_name, tenant_id, event_type, url, secret, enabled, headers, retry_config, timeout_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9)
+                 RETURNING webhook_id, secret",
+                &[
+                    &w.name,
+                    &w.tenant,
+                    &w.event_type,
+                    &w.url,
+                    &w.secret,
+                    &w.enabled,
+                    &w.headers.to_string(),
+                    &w.retry_config.to_string(),
+                    &w.timeout_ms,
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("register webhook {}: {e:?}", w.name));
+        (row.get(0), row.get(1))
+    }
+
+    /// `SELECT hooks.publish($1::jsonb)` on the test's connection; returns the event id.
+    pub async fn publish(&self, event: &Value) -> i64 {
+        publish_on(&self.client, event).await
+    }
+
+    /// Drops the database now (also done on drop).
+    pub async fn cleanup(mut self) {
+        self.dropped = true;
+        let admin = connect(&admin_url()).await;
+        drop_database(&admin, &self.name).await;
+    }
+}
+
+/// `SELECT hooks.publish($1::jsonb)` on any connection (e.g. inside a transaction).
+pub async fn publish_on<C: tokio_postgres::GenericClient>(client: &C, event: &Value) -> i64 {
+    let row = client
+        .query_one(
+            "SELECT hooks.publish($1::text::jsonb)",
+            &[&event.to_string()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("hooks.publish({event}): {e:?}"));
+    row.get(0)
+}
+
+/// Once per process: drops `beema_e2e_<pid>_...` databases left by test processes that no
+/// longer run (killed before their cleanup could run).
+async fn sweep_leftovers(admin: &Client) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    if SWEPT.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Ok(rows) = admin
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'beema\\_e2e\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                drop_database(admin, &name).await;
+            }
+        }
+    }
+}
+
+async fn drop_database(admin: &Client, name: &str) {
+    if let Err(e) = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+    {
+        eprintln!("warning: DROP DATABASE {name}: {e}");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        // Async cleanup cannot run inside Drop on the test's runtime: use a thread with its own.
+        let name = self.name.clone();
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    let fut = async {
+                        if let Ok((admin, conn)) =
+                            tokio_postgres::connect(&admin_url(), NoTls).await
+                        {
+                            let driver = tokio::spawn(conn);
+                            drop_database(&admin, &name).await;
+                            drop(admin);
+                            let _ = driver.await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(30), fut).await;
+                });
+            }
+        });
+        let _ = handle.join();
+    }
+}
+
+/// A webhook to register; `Webhook::new(name, tenant, pattern, url)` plus builder methods.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub name: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub url: String,
+    /// `None`: the extension generates a `whsec_` secret.
+    pub secret: Option<String>,
+    pub enabled: bool,
+    pub headers: Value,
+    pub retry_config: Value,
+    pub timeout_ms: i32,
+}
+
+impl Webhook {
+    pub fn new(name: &str, tenant: &str, event_type: &str, url: &str) -> Webhook {
+        Webhook {
+            name: name.to_owned(),
+            tenant: tenant.to_owned(),
+            event_type: event_type.to_owned(),
+            url: url.to_owned(),
+            secret: Some(format!("secret-of-{name}")),
+            enabled: true,
+            headers: serde_json::json!({}),
+            retry_config: serde_json::json!({"maxAttempts": 3, "backoffMs": 100}),
+            timeout_ms: 5000,
+        }
+    }
+    pub fn secret(mut self, s: Option<&str>) -> Self {
+        self.secret = s.map(str::to_owned);
+        self
+    }
+    pub fn enabled(mut self, e: bool) -> Self {
+        self.enabled = e;
+        self
+    }
+    pub fn headers(mut self, h: Value) -> Self {
+        self.headers = h;
+        self
+    }
+    pub fn retry(mut self, max_attempts: i64, backoff_ms: i64) -> Self {
+        self.retry_config =
+            serde_json::json!({"maxAttempts": max_attempts, "backoffMs": backoff_ms});
+        self
+    }
+    pub fn timeout_ms(mut self, ms: i32) -> Self {
+        self.timeout_ms = ms;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database() {
+        assert_eq!(
+            with_database("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(
+            with_database("postgres://u@h:1/p?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Deliveries with the real sender and the local receiver: fan-out to every matching webhook and
+//! nothing else, the wire format checked header by header with independent signature code, a
+//! rolled-back publish sends nothing, a sender started after the publish still delivers.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use beema_hooks_e2e::db::publish_on;
+use beema_hooks_e2e::{
+    wait_until, wait_until_sql, Receiver, Sender, SenderOptions, TestDb, Webhook,
+};
+use serde_json::json;
+
+/// One event, three matching webhooks of the tenant (exact, segment wildcard, catch-all; a
+/// plain secret, a generated `whsec_` one, a given `whsec_` one), and five that must get
+/// nothing: another event type, a non-matching wildcard, a disabled webhook, and two of
+/// another tenant.
+#[tokio::test]
+async fn one_event_reaches_every_matching_webhook_signed_and_nothing_else() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+
+    let mut secrets = HashMap::new();
+    let matching = [
+        Webhook::new("exact", "acme", "policy/bound", &rx.url("/exact"))
+            .secret(Some("plain-secret-\u{e9}"))
+            .headers(json!({"X-Custom-One": "1", "Authorization": "Bearer abc"})),
+        Webhook::new("segment", "acme", "policy/*", &rx.url("/segment")).secret(None),
+        Webhook::new("all", "acme", "*", &rx.url("/all"))
+            .secret(Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+    ];
+    for w in &matching {
+        let (id, secret) = db.register(w).await;
+        secrets.insert(format!("/{}", w.name), (id, secret));
+    }
+    assert!(secrets["/segment"].1.starts_with("whsec_"));
+    let not_matching = [
+        Webhook::new("other-type", "acme", "claim/opened", &rx.url("/other-type")),
+        Webhook::new(
+            "other-wildcard",
+            "acme",
+            "*.created",
+            &rx.url("/other-wildcard"),
+        ),
+        Webhook::new("disabled", "acme", "policy/bound", &rx.url("/disabled")).enabled(false),
+        Webhook::new(
+            "other-tenant",
+            "globex",
+            "policy/bound",
+            &rx.url("/other-tenant"),
+        ),
+        Webhook::new(
+            "other-tenant-all",
+            "globex",
+            "*",
+            &rx.url("/other-tenant-all"),
+        ),
+    ];
+    for w in &not_matching {
+        db.register(w).await;
+    }
+
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    let event = json!({
+        "event": "policy/bound",
+        "data": {"tenantId": "acme", "policyId": "P-1", "premium": 1234.5, "holder": "Zo\u{eb} \u{1F600}"},
+        "user": {"id": "u-7"},
+        "timestamp": "2024-05-01T10:00:00.000Z",
+        "id": "evt-fanout-1"
+    });
+    let event_id = db.publish(&event).await;
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 3 FROM hooks.deliveries WHERE status = 'success'",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        db.count("hooks.deliveries").await,
+        3,
+        "exactly one delivery per matching webhook"
+    );
+
+    // Publishing the same id again is idempotent: no new deliveries, nothing more sent.
+    assert_eq!(db.publish(&event).await, event_id);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(db.count("hooks.deliveries").await, 3);
+
+    let body: String = db
+        .one(&format!(
+            "SELECT body FROM hooks.events WHERE event_id = {event_id}"
+        ))
+        .await;
+    let uuids: HashMap<i64, String> = db
+        .client()
+        .query(
+            "SELECT webhook_id, delivery_uuid::text FROM hooks.deliveries",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    let requests = rx.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    println!("receiver saw: {paths:?}");
+    for w in &not_matching {
+        assert!(
+            rx.requests_to(&format!("/{}", w.name)).is_empty(),
+            "{} must get nothing",
+            w.name
+        );
+    }
+    assert_eq!(
+        requests.len(),
+        3,
+        "one request per matching webhook: {paths:?}"
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (path, (webhook_id, secret)) in &secrets {
+        let got = rx.requests_to(path);
+        assert_eq!(got.len(), 1, "{path}");
+        let r = &got[0];
+        assert_eq!(r.method, "POST", "{path}");
+        r.verify(secret).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            &r.body[..],
+            body.as_bytes(),
+            "{path}: the body is hooks.events.body byte for byte"
+        );
+        let sent = r.json();
+        assert_eq!(sent["event"], "policy/bound");
+        assert_eq!(sent["data"], event["data"], "{path}: data as published");
+        assert_eq!(sent["user"], event["user"]);
+        assert_eq!(sent["id"], "evt-fanout-1");
+        assert_eq!(sent["timestamp"], "2024-05-01T10:00:00.000Z");
+        let uuid = &uuids[webhook_id];
+        assert_eq!(
+            r.header("x-beema-delivery").as_ref(),
+            Some(uuid),
+            "{path}: X-Beema-Delivery == delivery_uuid"
+        );
+        assert_eq!(
+            r.header("webhook-id").as_ref(),
+            Some(uuid),
+            "{path}: webhook-id == delivery_uuid"
+        );
+        assert_eq!(
+            r.header("x-beema-event").as_deref(),
+            Some("policy/bound"),
+            "{path}"
+        );
+        let ts: i64 = r
+            .header("webhook-timestamp")
+            .expect("webhook-timestamp")
+            .parse()
+            .expect("unix seconds");
+        assert!(
+            (ts - now).abs() < 120,
+            "{path}: webhook-timestamp {ts} vs now {now}"
+        );
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json"),
+            "{path}"
+        );
+        let ua = r.header("user-agent").unwrap_or_default();
+        assert!(
+            ua.starts_with("beema-hooks-sender/"),
+            "{path}: User-Agent {ua:?}"
+        );
+        assert!(
+            ua.len() > "beema-hooks-sender/".len(),
+            "{path}: User-Agent carries the version: {ua:?}"
+        );
+        for name in [
+            "x-beema-signature",
+            "webhook-signature",
+            "webhook-id",
+            "content-type",
+        ] {
+            assert_eq!(r.header_count(name), 1, "{path}: {name} sent once");
+        }
+    }
+    let exact = &rx.requests_to("/exact")[0];
+    assert_eq!(
+        exact.header("x-custom-one").as_deref(),
+        Some("1"),
+        "the webhook's own headers"
+    );
+    assert_eq!(exact.header("authorization").as_deref(), Some("Bearer abc"));
+
+    // The outcome as a DBA sees it.
+    let rows = db
+        .client()
+        .query(
+            "SELECT status_code, attempt_number, delivered_at IS NOT NULL FROM hooks.deliveries",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in rows {
+        assert_eq!(r.get::<_, Option<i32>>(0), Some(200));
+        assert_eq!(r.get::<_, i32>(1), 1);
+        assert!(r.get::<_, bool>(2));
+    }
+    assert_eq!(
+        db.count("hooks.attempts WHERE outcome = 'success' AND status_code = 200")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.count("hooks.delivery_log WHERE status = 'success'")
+            .await,
+        3
+    );
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// A transaction that publishes and rolls back sends nothing, even with a sender running; a
+/// committed one published afterwards is delivered.
+#[tokio::test]
+async fn rolled_back_publish_sends_nothing() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("all", "acme", "*", &rx.url("/all")))
+        .await;
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    wait_until_sql(
+        db.client(),
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM hooks.senders WHERE sender_id = '{}')",
+            sender.sender_id
+        ),
+        Duration::from_secs(15),
+    )
+    .await;
+
+    let mut app = db.connect().await;
+    let tx = app.transaction().await.unwrap();
+    publish_on(
+        &tx,
+        &json!({"event": "policy/bound", "data": {"tenantId": "acme", "marker": "rolled-back"}}),
+    )
+    .await;
+    publish_on(
+        &tx,
+        &json!({"event": "claim/opened", "data": {"tenantId": "acme", "marker": "rolled-back"}}),
+    )
+    .await;
+    // Give the sender time to (wrongly) see anything while the transaction is open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tx.rollback().await.unwrap();
+
+    let tx = app.transaction().await.unwrap();
+    publish_on(
+        &tx,
+        &json!({"event": "policy/bound", "data": {"tenantId": "acme", "marker": "committed"}}),
+    )
+    .await;
+    tx.commit().await.unwrap();
+    wait_until(
+        "the committed event arrives",
+        Duration::from_secs(15),
+        || async { rx.count() >= 1 },
+    )
+    .await;
+    // Two poll intervals more for anything that should not come.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let markers: Vec<String> = rx
+        .requests()
+        .iter()
+        .map(|r| r.json()["data"]["marker"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        markers,
+        vec!["committed".to_owned()],
+        "only the committed event is sent"
+    );
+    assert_eq!(db.count("hooks.events").await, 1);
+    assert_eq!(db.count("hooks.deliveries").await, 1);
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// Events published while no sender runs are delivered by a sender started later (it claims at
+/// once on start; no NOTIFY is needed). Its admin port answers /healthz and /metrics.
+#[tokio::test]
+async fn sender_started_after_the_publish_still_delivers() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("late", "acme", "claim/*", &rx.url("/late")))
+        .await;
+    for i in 0..5 {
+        db.publish(&json!({"event": "claim/opened", "data": {"tenantId": "acme", "n": i}}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.count(), 0);
+    assert_eq!(
+        db.count("hooks.deliveries WHERE status = 'pending'").await,
+        5
+    );
+
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    let took = wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 5 FROM hooks.deliveries WHERE status = 'success'",
+        Duration::from_secs(20),
+    )
+    .await;
+    println!("5 backlog deliveries done {took:?} after the sender started");
+    let counts = rx.counts_by_webhook_id();
+    assert_eq!(counts.len(), 5, "5 distinct deliveries: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each exactly once: {counts:?}"
+    );
+
+    let (status, _) = sender.admin_get("/healthz").await.expect("GET /healthz");
+    assert!(status.contains(" 200"), "/healthz: {status}");
+    let (status, metrics) = sender.admin_get("/metrics").await.expect("GET /metrics");
+    assert!(status.contains(" 200"), "/metrics: {status}");
+    assert!(
+        metrics.contains("# TYPE"),
+        "/metrics is Prometheus text:\n{metrics}"
+    );
+    drop(sender);
+    db.cleanup().await;
+}

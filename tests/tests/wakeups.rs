@@ -1,0 +1,141 @@
+//! Wake-ups with the real sender: with a 10 s poll interval, only NOTIFY (or the sender's own
+//! claim-again loop) can explain a delivery within a second or two of the commit. A lost wake-up
+//! shows up as a delivery that waits for the poll tick.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beema_hooks_e2e::{
+    wait_until, wait_until_sql, Receiver, Sender, SenderOptions, TestDb, Webhook,
+};
+use serde_json::json;
+
+const SLOW_POLL_MS: u64 = 10_000;
+
+async fn started(db: &TestDb, sender: &Sender) {
+    wait_until_sql(
+        db.client(),
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM hooks.senders WHERE sender_id = '{}')",
+            sender.sender_id
+        ),
+        Duration::from_secs(15),
+    )
+    .await;
+}
+
+/// An idle sender is woken by each commit: five publishes, spaced so that the sender goes back
+/// to sleep in between, are each delivered well before the 10 s poll tick.
+#[tokio::test]
+async fn an_idle_sender_is_woken_by_each_commit() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: SLOW_POLL_MS,
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    // Let its first (empty) claims finish so that it sleeps.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut latencies = Vec::new();
+    for i in 0..5usize {
+        let t = Instant::now();
+        db.publish(&json!({"event": "policy/bound", "data": {"tenantId": "acme", "n": i}}))
+            .await;
+        wait_until("the delivery arrives", Duration::from_secs(15), || async {
+            rx.count() > i
+        })
+        .await;
+        latencies.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!("commit -> receiver latencies with a {SLOW_POLL_MS} ms poll: {latencies:?}");
+    for (i, l) in latencies.iter().enumerate() {
+        assert!(
+            *l < Duration::from_secs(2),
+            "publish {i} took {l:?}: the sender was not woken and waited for its poll tick"
+        );
+    }
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// Rounds of four publishers committing at nearly the same moment, so that commits land while
+/// the sender is claiming, going idle, or asleep. Each round must be delivered within 2 s
+/// (the poll tick is 10 s): a round that is not had its wake-up lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_never_lose_a_wake_up() {
+    const PUBLISHERS: usize = 4;
+    const ROUNDS: usize = 60;
+    let db = TestDb::new().await;
+    let rx = Arc::new(Receiver::start().await);
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: SLOW_POLL_MS,
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        publishers.push(Arc::new(db.connect().await));
+    }
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (p, client) in publishers.iter().enumerate() {
+            let client = client.clone();
+            // Staggered by a few milliseconds, differently each round.
+            let stagger = Duration::from_micros(((round * 7919 + p * 3571) % 6000) as u64);
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(stagger).await;
+                client
+                    .execute(
+                        "SELECT hooks.publish(jsonb_build_object('event', 'a/b', 'data',
+                             jsonb_build_object('tenantId', 'acme', 'p', $1::int, 'round', $2::int)))",
+                        &[&(p as i32), &(round as i32)],
+                    )
+                    .await
+                    .expect("publish");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("publisher");
+        }
+        let want = (round + 1) * PUBLISHERS;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while rx.count() < want {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {} of {want} delivered 2 s after the commits: a wake-up was lost (poll tick is {SLOW_POLL_MS} ms)",
+                rx.count()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        slowest = slowest.max(start.elapsed());
+        // Sometimes let the sender fall asleep, sometimes publish again while it is busy.
+        if round % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    let expected = PUBLISHERS * ROUNDS;
+    println!(
+        "wake-ups: {ROUNDS} rounds of {PUBLISHERS} concurrent publishes, expected {expected}, received {}, slowest round {slowest:?}",
+        rx.count()
+    );
+    assert_eq!(rx.counts_by_webhook_id().len(), expected);
+    drop(sender);
+    db.cleanup().await;
+}

@@ -69,7 +69,8 @@ $$;
 -- hooks.deliveries row per matching webhook (whose insert wakes the sender on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
 -- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
--- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep).
+-- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
+-- session's hooks.tenant_id names another tenant).
 CREATE FUNCTION hooks.publish(event jsonb) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -85,6 +86,11 @@ BEGIN
     SELECT * INTO STRICT p
       FROM hooks._prepare_event(event::text,
                                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
+        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
+                        current_setting('hooks.tenant_id'), p.tenant_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
 
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
     VALUES (p.tenant_id, p.event_type, p.event_key, p.body)

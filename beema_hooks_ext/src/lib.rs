@@ -1,7 +1,8 @@
 //! `beema_hooks`: transactional webhooks from inside PostgreSQL.
 //!
 //! The SQL surface lives in `sql/`: `schema.sql` (tables, run first), `api.sql` (publish, match,
-//! claim, complete, release) and `ops.sql` (views, metrics, management; run last). The Rust functions here are the parts SQL
+//! claim, complete, release), `ops.sql` (views, metrics, management, retention) and
+//! `security.sql` (roles, privileges, row-level security; run last). The Rust functions here are the parts SQL
 //! is bad at: validating events and webhook settings with precise errors, matching event-type
 //! patterns, signing, and the retry schedule. The rules themselves live in the `hooks_core`
 //! crate, shared with the sender and tested there in plain Rust.
@@ -31,7 +32,8 @@ pgrx::extension_sql_file!(
         webhooks::retry_delay_ms,
     ]
 );
-pgrx::extension_sql_file!("../../sql/ops.sql", name = "ops", finalize);
+pgrx::extension_sql_file!("../../sql/ops.sql", name = "ops", requires = ["api"]);
+pgrx::extension_sql_file!("../../sql/security.sql", name = "security", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,0 +1,46 @@
+-- Roles and tenant isolation: tenant A can neither read nor change tenant B's rows; the
+-- publisher can only publish; the sender can claim and complete but never read a secret.
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
+    ('A', 'a-all', '*', 'https://a.example/', 'secret-of-a-1'),
+    ('B', 'b-all', '*', 'https://b.example/', 'secret-of-b-1');
+SELECT hooks.publish('{"event": "x/y", "id": "a1", "data": {"tenantId": "A"}}') IS NOT NULL AS a,
+       hooks.publish('{"event": "x/y", "id": "b1", "data": {"tenantId": "B"}}') IS NOT NULL AS b;
+CREATE ROLE regress_hooks_app IN ROLE hooks_admin;
+
+-- an admin session scoped to tenant A
+SET LOCAL ROLE regress_hooks_app;
+SET LOCAL hooks.tenant_id = 'A';
+SELECT tenant_id, webhook_name FROM hooks.webhooks ORDER BY 1;
+SELECT tenant_id, event_key FROM hooks.events ORDER BY 1;
+SELECT tenant_id, webhook_name FROM hooks.delivery_log ORDER BY 1;
+WITH u AS (UPDATE hooks.webhooks SET url = 'https://evil.example/' WHERE tenant_id = 'B' RETURNING 1),
+     d AS (DELETE FROM hooks.deliveries WHERE tenant_id = 'B' RETURNING 1)
+SELECT (SELECT count(*) FROM u) AS updated_b, (SELECT count(*) FROM d) AS deleted_b;
+SELECT left(sqlstate_of($$INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url) VALUES ('B', 'sneaky', '*', 'https://evil.example/')$$), 5) AS insert_for_b,
+       left(sqlstate_of($$UPDATE hooks.webhooks SET tenant_id = 'B' WHERE tenant_id = 'A'$$), 5) AS move_to_b,
+       left(sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "data": {"tenantId": "B"}}')$$), 5) AS publish_for_b;
+-- the same admin without a tenant sees every tenant
+SET LOCAL hooks.tenant_id = '';
+SELECT tenant_id, url FROM hooks.webhooks ORDER BY 1;
+RESET ROLE;
+
+-- the publisher: publish, nothing else
+SET LOCAL ROLE hooks_publisher;
+SELECT hooks.publish('{"event": "x/y", "id": "a2", "data": {"tenantId": "A"}}') IS NOT NULL AS published;
+SELECT left(sqlstate_of($$SELECT count(*) FROM hooks.events$$), 5) AS read_events,
+       left(sqlstate_of($$SELECT count(*) FROM hooks.match('x/y', 'A')$$), 5) AS match,
+       left(sqlstate_of($$SELECT * FROM hooks.claim('p', 1)$$), 5) AS claim,
+       left(sqlstate_of($$SELECT hooks.disable_webhook(1)$$), 5) AS manage;
+RESET ROLE;
+
+-- the sender: claim and complete, but no table, so no secret
+SET LOCAL ROLE hooks_sender;
+SELECT left(sqlstate_of($$SELECT secret FROM hooks.webhooks$$), 5) AS read_secret,
+       left(sqlstate_of($$SELECT * FROM hooks.delivery_log$$), 5) AS read_log,
+       left(sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "data": {"tenantId": "A"}}')$$), 5) AS publish;
+SELECT count(*) AS claimed, bool_and(headers ? 'X-Beema-Signature') AS signed FROM hooks.claim('s1', 10);
+RESET ROLE;
+SELECT (SELECT count(*) FROM hooks.deliveries WHERE status = 'in_flight') AS in_flight,
+       (SELECT url FROM hooks.webhooks WHERE tenant_id = 'B') AS b_url;
+ROLLBACK;

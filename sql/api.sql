@@ -422,6 +422,10 @@ BEGIN
                    ELSE w.disabled_reason END
           FROM per_webhook s
          WHERE w.webhook_id = s.webhook_id
+           -- a healthy webhook's row is written at most once a second, not once per batch
+           AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
+                OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
+                OR w.last_success_at < now() - interval '1 second')
     )
     SELECT count(*) INTO v_applied FROM upd;
     RETURN v_applied;

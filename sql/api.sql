@@ -189,8 +189,10 @@ $$;
 -- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
 -- their lost attempt logged. Due rows of a disabled webhook are cancelled; those of a paused
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
--- one delivery per webhook and claim goes out as a probe. None of these slow healthy webhooks:
--- skipped rows move out of the due range and the claim looks further.
+-- one delivery per webhook and claim goes out as a probe. No webhook has more than
+-- hooks.max_in_flight_per_webhook requests in flight, so a slow or hanging endpoint cannot take
+-- every sender slot. None of these slow healthy webhooks: skipped rows move out of the due range
+-- (for a second, or to the end of the pause) and the claim looks further.
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
@@ -202,6 +204,7 @@ DECLARE
     v_sender    text := claim.sender_id;
     v_ts        bigint := extract(epoch FROM now())::bigint;
     v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
+    v_max_busy  integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     v_ids       bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
@@ -230,6 +233,13 @@ BEGIN
              ORDER BY d.next_attempt_at
              LIMIT max_rows
                FOR UPDATE SKIP LOCKED
+        ), busy AS (
+            -- requests each of these webhooks already has in flight (live leases)
+            SELECT x.webhook_id, count(*) AS n
+              FROM hooks.deliveries x
+             WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
+               AND x.webhook_id IN (SELECT due.webhook_id FROM due)
+             GROUP BY x.webhook_id
         ), plan AS (
             SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
                    CASE
@@ -238,9 +248,15 @@ BEGIN
                        WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
                             AND row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
                            THEN 'wait'
+                       WHEN v_max_busy > 0
+                            AND coalesce(busy.n, 0)
+                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_max_busy
+                           THEN 'wait'
                        ELSE 'claim'
                    END AS action
-              FROM due JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+              FROM due
+              JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+              LEFT JOIN busy ON busy.webhook_id = due.webhook_id
         ), lost AS (
             INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
             SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,

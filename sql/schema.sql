@@ -81,6 +81,8 @@ CREATE TABLE hooks.deliveries (
 CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
     WHERE status IN ('pending', 'retrying', 'in_flight');
 CREATE INDEX deliveries_webhook_idx ON hooks.deliveries (webhook_id, created_at);
+-- claim: requests in flight per webhook (hooks.max_in_flight_per_webhook)
+CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id) WHERE status = 'in_flight';
 -- retention (hooks.purge): finished rows by age
 CREATE INDEX deliveries_finished_idx ON hooks.deliveries (updated_at)
     WHERE status IN ('success', 'failed', 'cancelled');

@@ -189,10 +189,10 @@ $$;
 -- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
 -- their lost attempt logged. Due rows of a disabled webhook are cancelled; those of a paused
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
--- one delivery per webhook and claim goes out as a probe. No webhook has more than
--- hooks.max_in_flight_per_webhook requests in flight, so a slow or hanging endpoint cannot take
--- every sender slot. None of these slow healthy webhooks: skipped rows move out of the due range
--- (for a second, or to the end of the pause) and the claim looks further.
+-- one delivery per webhook and claim goes out as a probe; skipped rows move out of the due range
+-- (for a second, or to the end of the pause) and the claim looks further, so these never hold up
+-- healthy webhooks. When hooks.max_in_flight_per_webhook is set, a webhook at that many requests
+-- in flight has its further due rows deferred a second (opt-in: see the README).
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
@@ -204,7 +204,7 @@ DECLARE
     v_sender    text := claim.sender_id;
     v_ts        bigint := extract(epoch FROM now())::bigint;
     v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
-    v_max_busy  integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
+    v_max_busy  integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 0);
     v_ids       bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
@@ -256,7 +256,7 @@ BEGIN
                        WHEN v_max_busy > 0
                             AND coalesce(busy.n, 0)
                                 + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_max_busy
-                           THEN 'wait'
+                           THEN 'busy'
                        ELSE 'claim'
                    END AS action
               FROM due
@@ -282,7 +282,7 @@ BEGIN
                    updated_at = now()
               FROM plan
              WHERE d.delivery_id = plan.delivery_id AND plan.action <> 'claim'
-            RETURNING 1
+            RETURNING plan.action
         ), claimed AS (
             UPDATE hooks.deliveries d
                SET status = 'in_flight',
@@ -294,7 +294,10 @@ BEGIN
              WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
             RETURNING d.delivery_id
         )
-        SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed), (SELECT count(*) FROM skipped)
+        -- rows skipped for the in-flight cap do not make the claim look further: that would
+        -- rewrite a busy webhook's whole backlog
+        SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
+               (SELECT count(*) FROM skipped WHERE skipped.action <> 'busy')
           INTO v_ids, v_skipped;
         v_claimed := coalesce(cardinality(v_ids), 0);
 

@@ -131,7 +131,10 @@ async fn run(config: Config) -> Result<()> {
     );
     let (results_tx, results_rx) = mpsc::channel(config.concurrency.max(128) as usize * 2);
     let completer = tokio::spawn(
-        Completer::new(store.clone(), metrics.clone(), config.lease()).run(results_rx),
+        // Retry results for as long as a lease can last: SQL makes it at least the request
+        // timeout (at most 120 s) plus 10 s.
+        Completer::new(store.clone(), metrics.clone(), config.lease().max(Duration::from_secs(130)))
+            .run(results_rx),
     );
 
     let settings = WorkerSettings {

@@ -12,6 +12,7 @@
 //!
 //! Only 127.0.0.1 is ever a target of traffic.
 
+pub mod chaos_helpers;
 pub mod db;
 pub mod receiver;
 pub mod sender;

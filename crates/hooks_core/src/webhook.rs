@@ -37,7 +37,11 @@ pub fn validate_url(url: &str) -> Result<(), Error> {
     if url.len() > MAX_URL_LEN {
         return Err(Error::invalid("url", format!("url is {} bytes long; the limit is {MAX_URL_LEN}", url.len())));
     }
-    let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", format!("url {url:?} is not an absolute URL: {e}")))?;
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::invalid("url", "url contains whitespace or control characters"));
+    }
+    // The url itself is never echoed: it may carry credentials or tokens.
+    let parsed = url::Url::parse(url).map_err(|e| Error::invalid("url", format!("url is not an absolute URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::invalid("url", format!("url scheme {:?} is not allowed; use http or https", parsed.scheme())));
     }
@@ -119,8 +123,10 @@ mod tests {
         for ok in ["https://example.com/hooks", "http://127.0.0.1:8080/x?y=1", "https://[::1]/"] {
             validate_url(ok).unwrap();
         }
-        for bad in ["ftp://example.com/", "/relative/path", "javascript:alert(1)", "https://user:pw@example.com/", "https://", "example.com", "", "mailto:a@b.c"] {
-            assert_eq!(validate_url(bad).unwrap_err().field, "url", "{bad}");
+        for bad in ["ftp://example.com/", "/relative/path", "javascript:alert(1)", "https://user:pw@example.com/", "https://", "example.com", "", "mailto:a@b.c", "https://a.example/x\r\nX-Evil: 1", "https://a.exa mple/"] {
+            let err = validate_url(bad).unwrap_err();
+            assert_eq!(err.field, "url", "{bad}");
+            assert!(bad.len() < 10 || !err.message.contains(bad), "echoes the url: {err}");
         }
     }
 

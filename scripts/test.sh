@@ -4,6 +4,7 @@
 #   2. #[pg_test]s of the extension (cargo pgrx test, its own throwaway cluster)
 #   3. pg_regress files (user-facing SQL, expected output checked in)
 #   4. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers
+#   5. the benchmarks in smoke mode (tiny sizes; they fail only when their code breaks)
 # Exits non-zero when anything fails.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
@@ -35,6 +36,8 @@ step "extension #[pg_test]s" pgrx_tests
 trap '"$BEEMA_ROOT/scripts/pg.sh" stop' EXIT
 step "pg_regress" "$BEEMA_ROOT/scripts/regress.sh"
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
+# benchmarks never fail for slowness; the smoke run only proves their code still works
+step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke
 
 if [ "${#failed[@]}" -gt 0 ]; then
   say "FAILED: ${failed[*]}"

@@ -1,0 +1,313 @@
+//! Child processes of the suite: the receiver, senders, pgbench and wrk. Every child is stopped
+//! when its handle is dropped, so an error anywhere leaves nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bail;
+use crate::util::{free_port, http, Res};
+
+/// A child that gets SIGTERM (then SIGKILL after 10 s) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit code (None when killed).
+    pub fn stop(&mut self, grace: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => return st.code(),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A field of /proc/<pid>/status in kB (`VmHWM`, `VmRSS`).
+    pub fn status_kb(&self, field: &str) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines()
+            .find(|l| l.starts_with(&format!("{field}:")))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// User + system CPU seconds used so far.
+    pub fn cpu_secs(&self) -> Option<f64> {
+        cpu_secs_of(self.pid())
+    }
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat.
+pub fn cpu_secs_of(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at state = field 3.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / hz)
+}
+
+/// CPU seconds used so far by every live process named `postgres` (the cluster's backends):
+/// read before the sessions of interest end.
+pub fn postgres_cpu_secs() -> f64 {
+    let mut total = 0.0;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                total += cpu_secs_of(pid).unwrap_or(0.0);
+            }
+        }
+    }
+    total
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+/// The fast receiver, as a child process.
+pub struct Receiver {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Receiver {
+    pub fn start(bin: &Path, threads: usize) -> Res<Self> {
+        let mut child = Command::new(bin)
+            .args(["--threads", &threads.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc { name: "bench-receiver".into(), child: Some(child) };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr: SocketAddr = match line.trim().strip_prefix("listening ").and_then(|a| a.parse().ok()) {
+            Some(a) => a,
+            None => bail!("bench-receiver did not start: {line:?}"),
+        };
+        Ok(Self { proc, addr })
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("http://{}/hook", self.addr)
+        } else {
+            format!("http://{}/hook?{query}", self.addr)
+        }
+    }
+
+    pub async fn reset(&self) -> Res<()> {
+        let (code, _) = http(self.addr, "POST", "/_reset").await?;
+        if code != 200 {
+            bail!("receiver reset: HTTP {code}");
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Res<serde_json::Value> {
+        let (code, body) = http(self.addr, "GET", "/_stats").await?;
+        if code != 200 {
+            bail!("receiver stats: HTTP {code}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub async fn count(&self) -> Res<u64> {
+        Ok(self.stats().await?["count"].as_u64().unwrap_or(0))
+    }
+}
+
+/// One beema-hooks-sender.
+pub struct Sender {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+}
+
+impl Sender {
+    pub fn start(bin: &Path, db_url: &str, id: &str, concurrency: u32, log: &Path) -> Res<Self> {
+        let port = free_port()?;
+        let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let child = Command::new(bin)
+            .args([
+                "--database-url",
+                db_url,
+                "--allow-private-targets",
+                "--admin-addr",
+                &admin.to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+                "--sender-id",
+                id,
+                "--stats-interval-secs",
+                "0",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        Ok(Self { proc: Proc { name: format!("sender {id}"), child: Some(child) }, admin })
+    }
+
+    /// Waits until /healthz answers (the sender is connected).
+    pub async fn wait_healthy(&mut self, timeout: Duration) -> Res<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = http(self.admin, "GET", "/healthz").await {
+                return Ok(());
+            }
+            if !self.proc.alive() {
+                bail!("{} exited at start (see its log)", self.proc.name);
+            }
+            if Instant::now() > deadline {
+                bail!("{} not healthy after {timeout:?}", self.proc.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A gauge or counter from /metrics (the first sample of that name).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http(self.admin, "GET", "/metrics").await.ok()?;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| l.split(|c| c == ' ' || c == '{').next() == Some(name))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Res<()> {
+        match self.proc.stop(Duration::from_secs(30)) {
+            Some(0) => Ok(()),
+            other => bail!("{} exited with {other:?} (see its log)", self.proc.name),
+        }
+    }
+}
+
+/// How long a pgbench run lasts.
+#[derive(Clone, Copy, Debug)]
+pub enum Length {
+    Secs(u64),
+    Transactions(u64),
+}
+
+/// Runs pgbench with a custom script; returns tps (without initial connection time).
+pub fn pgbench(
+    pgbench: &Path,
+    db_url: &str,
+    script: &Path,
+    clients: u32,
+    length: Length,
+    defines: &[(&str, String)],
+) -> Res<f64> {
+    let mut cmd = Command::new(pgbench);
+    cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &clients.min(2).to_string()]);
+    match length {
+        Length::Secs(s) => cmd.args(["-T", &s.to_string()]),
+        Length::Transactions(t) => cmd.args(["-t", &t.to_string()]),
+    };
+    for (k, v) in defines {
+        cmd.args(["-D", &format!("{k}={v}")]);
+    }
+    cmd.arg("-f").arg(script).arg(db_url);
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", pgbench.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("pgbench {} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
+    }
+    let tps = stdout
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l["tps = ".len()..].split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let failed = stdout
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions:"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if failed > 0 {
+        bail!("pgbench {}: {failed} failed transactions:\n{stdout}\n{stderr}", script.display());
+    }
+    match tps {
+        Some(t) => Ok(t),
+        None => bail!("pgbench printed no tps:\n{stdout}\n{stderr}"),
+    }
+}
+
+/// Runs wrk; returns requests/s. Fails on socket errors or non-2xx answers.
+pub fn wrk(wrk: &Path, url: &str, script: &Path, conns: u32, threads: u32, secs: u64) -> Res<f64> {
+    let out = Command::new(wrk)
+        .args(["-t", &threads.to_string(), "-c", &conns.to_string(), "-d", &format!("{secs}s")])
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", wrk.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    if stdout.contains("Non-2xx") || stdout.contains("Socket errors") {
+        bail!("wrk saw errors:\n{stdout}");
+    }
+    match stdout
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        Some(r) => Ok(r),
+        None => bail!("wrk printed no Requests/sec:\n{stdout}"),
+    }
+}
+
+/// `name` on PATH, or None.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}

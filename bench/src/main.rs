@@ -1318,6 +1318,17 @@ async fn run(smoke: bool, runs: usize, out: Option<PathBuf>, keep_dbs: bool, sel
     for b in selected {
         let t = Instant::now();
         println!("--- {b} (load {})", loadavg());
+        // A benchmark that broke may have lost the server (a crash, a restart): connect again.
+        if ctx.admin.is_closed() {
+            match connect(&ctx.admin_url).await {
+                Ok(c) => ctx.admin = c,
+                Err(e) => {
+                    println!("--- {b} BROKE: cannot connect to {}: {}", ctx.admin_url, chain(&*e));
+                    broken.push(b.clone());
+                    continue;
+                }
+            }
+        }
         let r = match b.as_str() {
             "p1" => p1(&mut ctx).await,
             "p2" => p2(&mut ctx).await,

@@ -65,7 +65,12 @@ impl Figure {
             _ => v / b,
         };
         if self.runs.len() == self.baseline_runs.len() {
-            let per_run: Vec<f64> = self.runs.iter().zip(&self.baseline_runs).map(|(v, b)| r(*v, *b)).collect();
+            let per_run: Vec<f64> = self
+                .runs
+                .iter()
+                .zip(&self.baseline_runs)
+                .map(|(v, b)| r(*v, *b))
+                .collect();
             median(&per_run)
         } else {
             r(self.value(), self.baseline())
@@ -82,7 +87,11 @@ impl Figure {
         match self.goal {
             Goal::MinRatio(r) => format!("ratio >= {r:.2}x"),
             Goal::MaxSlowdown(r) => format!("slowdown <= {r:.2}x"),
-            Goal::MaxValue(v) => format!("<= {} {}", num(v, if v >= 100.0 { 0 } else { 1 }), self.unit),
+            Goal::MaxValue(v) => format!(
+                "<= {} {}",
+                num(v, if v >= 100.0 { 0 } else { 1 }),
+                self.unit
+            ),
             Goal::None => "-".into(),
         }
     }
@@ -113,7 +122,10 @@ impl Figure {
             s += &format!(
                 " | {}: {} {} | ratio {:.2}x",
                 self.baseline_name,
-                num(self.baseline(), if self.baseline().abs() >= 100.0 { 0 } else { 2 }),
+                num(
+                    self.baseline(),
+                    if self.baseline().abs() >= 100.0 { 0 } else { 2 }
+                ),
                 self.unit,
                 self.ratio()
             );
@@ -153,8 +165,12 @@ struct Ctx {
 impl Ctx {
     /// A new empty database with the extension (dropped first if it exists).
     async fn fresh_db(&mut self, name: &str) -> Res<(String, Client)> {
-        self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-        self.admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+        self.admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
         if !self.dbs.iter().any(|d| d == name) {
             self.dbs.push(name.to_string());
         }
@@ -169,7 +185,11 @@ impl Ctx {
             return;
         }
         for d in std::mem::take(&mut self.dbs) {
-            if let Err(e) = self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {d} WITH (FORCE)")).await {
+            if let Err(e) = self
+                .admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {d} WITH (FORCE)"))
+                .await
+            {
                 eprintln!("warning: could not drop {d}: {e}");
             }
         }
@@ -182,13 +202,30 @@ impl Ctx {
     }
 
     /// pgbench with the suite's length: `secs` seconds, or a few transactions in smoke mode.
-    fn pgbench(&self, url: &str, script: &Path, clients: u32, secs: u64, defines: &[(&str, String)]) -> Res<f64> {
-        let length = if self.smoke { Length::Transactions(30) } else { Length::Secs(secs) };
+    fn pgbench(
+        &self,
+        url: &str,
+        script: &Path,
+        clients: u32,
+        secs: u64,
+        defines: &[(&str, String)],
+    ) -> Res<f64> {
+        let length = if self.smoke {
+            Length::Transactions(30)
+        } else {
+            Length::Secs(secs)
+        };
         procs::pgbench(&self.pgbench, url, script, clients, length, defines)
     }
 
     fn sender(&self, db_url: &str, id: &str, concurrency: u32) -> Res<Sender> {
-        Sender::start(&self.sender_bin, db_url, id, concurrency, &self.out.join(format!("{id}.log")))
+        Sender::start(
+            &self.sender_bin,
+            db_url,
+            id,
+            concurrency,
+            &self.out.join(format!("{id}.log")),
+        )
     }
 
     fn figure(&mut self, f: Figure) {
@@ -239,7 +276,13 @@ async fn fixture(db: &Client, tenants: i32, per: i32, url: &str) -> Res<i64> {
         &[&url, &tenants, &per],
     )
     .await?;
-    let base: i64 = db.query_one("SELECT min(webhook_id) FROM hooks.webhooks WHERE tenant_id = 't0'", &[]).await?.get(0);
+    let base: i64 = db
+        .query_one(
+            "SELECT min(webhook_id) FROM hooks.webhooks WHERE tenant_id = 't0'",
+            &[],
+        )
+        .await?
+        .get(0);
     let per64 = per as i64;
     let row = db
         .query_one(
@@ -251,7 +294,10 @@ async fn fixture(db: &Client, tenants: i32, per: i32, url: &str) -> Res<i64> {
         .await?;
     let (matched, wrong): (i64, i64) = (row.get(0), row.get(1));
     if matched != 3 * tenants as i64 || wrong != 0 {
-        bail!("fixture: policy/bound matched {matched} webhooks ({wrong} unexpected), want {}", 3 * tenants);
+        bail!(
+            "fixture: policy/bound matched {matched} webhooks ({wrong} unexpected), want {}",
+            3 * tenants
+        );
     }
     db.batch_execute("ANALYZE hooks.webhooks").await?;
     Ok(base)
@@ -287,7 +333,10 @@ fn event_json(event_type: &str, tenant_sql: &str) -> String {
 /// `t<random 0..ntenants-1>`.
 fn publish_script(event_type: &str, fixed_tenant: Option<&str>) -> String {
     match fixed_tenant {
-        Some(t) => format!("SELECT hooks.publish('{}'::jsonb);\n", event_json(event_type, t)),
+        Some(t) => format!(
+            "SELECT hooks.publish('{}'::jsonb);\n",
+            event_json(event_type, t)
+        ),
         None => format!(
             "\\set t random(0, :ntenants - 1)\nSELECT hooks.publish(('{}')::jsonb);\n",
             event_json(event_type, "t' || :t::text || '")
@@ -322,13 +371,21 @@ SELECT :w::bigint + o, e.event_id, e.tenant_id, e.event_type FROM e, generate_se
 /// Empties the outbox (and the raw tables). A running sender's claim or complete may deadlock
 /// with the TRUNCATE's locks: the TRUNCATE is then tried again.
 async fn truncate_outbox(db: &Client, raw: bool) -> Res<()> {
-    let extra = if raw { ", bench_raw.deliveries, bench_raw.events" } else { "" };
+    let extra = if raw {
+        ", bench_raw.deliveries, bench_raw.events"
+    } else {
+        ""
+    };
     let sql = format!("TRUNCATE hooks.attempts, hooks.deliveries, hooks.events{extra}");
     let mut tries = 0;
     loop {
         match db.batch_execute(&sql).await {
             Ok(()) => return Ok(()),
-            Err(e) if tries < 20 && e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+            Err(e)
+                if tries < 20
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -357,7 +414,8 @@ async fn publish_many(db: &Client, event_type: &str, tenant: &str, n: i32) -> Re
 /// webhook of that tenant), event by event: a fresh backlog of the same events, in which
 /// consecutive rows go to different webhooks (as publish writes them).
 async fn requeue(db: &Client, tenant: &str) -> Res<i64> {
-    db.batch_execute("TRUNCATE hooks.attempts, hooks.deliveries").await?;
+    db.batch_execute("TRUNCATE hooks.attempts, hooks.deliveries")
+        .await?;
     db.execute(
         "INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
          SELECT w.webhook_id, e.event_id, e.tenant_id, e.event_type
@@ -369,7 +427,10 @@ async fn requeue(db: &Client, tenant: &str) -> Res<i64> {
     .await?;
     db.batch_execute("VACUUM ANALYZE hooks.deliveries").await?;
     checkpoint(db).await?;
-    Ok(db.query_one("SELECT count(*) FROM hooks.deliveries", &[]).await?.get(0))
+    Ok(db
+        .query_one("SELECT count(*) FROM hooks.deliveries", &[])
+        .await?
+        .get(0))
 }
 
 /// `n` webhooks of `tenant`, all for `event_type`, all to `url`.
@@ -397,10 +458,19 @@ async fn remaining(db: &Client) -> Res<i64> {
 
 /// Waits until the receiver has seen `n` requests and no delivery is left; returns the time
 /// from `t0`. Errors after `timeout` (a hang, not slowness: the timeout is generous).
-async fn wait_drained(ctx: &Ctx, db: &Client, n: i64, t0: Instant, timeout: Duration) -> Res<Duration> {
+async fn wait_drained(
+    ctx: &Ctx,
+    db: &Client,
+    n: i64,
+    t0: Instant,
+    timeout: Duration,
+) -> Res<Duration> {
     while (ctx.receiver.count().await? as i64) < n {
         if t0.elapsed() > timeout {
-            bail!("only {} of {n} deliveries arrived within {timeout:?}", ctx.receiver.count().await?);
+            bail!(
+                "only {} of {n} deliveries arrived within {timeout:?}",
+                ctx.receiver.count().await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -417,7 +487,10 @@ async fn wait_drained(ctx: &Ctx, db: &Client, n: i64, t0: Instant, timeout: Dura
 
 async fn all_succeeded(db: &Client) -> Res<()> {
     let row = db
-        .query_one("SELECT count(*) FILTER (WHERE status = 'success'), count(*) FROM hooks.deliveries", &[])
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status = 'success'), count(*) FROM hooks.deliveries",
+            &[],
+        )
         .await?;
     let (ok, all): (i64, i64) = (row.get(0), row.get(1));
     if ok != all {
@@ -524,12 +597,19 @@ async fn p1(ctx: &mut Ctx) -> Res<()> {
             };
             ctx.figure(Figure {
                 bench: "P1",
-                name: format!("publish tps, {clients} client{}, {what}", if clients > 1 { "s" } else { "" }),
+                name: format!(
+                    "publish tps, {clients} client{}, {what}",
+                    if clients > 1 { "s" } else { "" }
+                ),
                 unit: "tps",
                 runs: tps[ci][1].clone(),
                 baseline_name: "raw INSERTs".into(),
                 baseline_runs: tps[ci][0].clone(),
-                goal: if mode == "live" { Goal::None } else { Goal::MinRatio(0.8) },
+                goal: if mode == "live" {
+                    Goal::None
+                } else {
+                    Goal::MinRatio(0.8)
+                },
                 note,
             });
         }
@@ -565,9 +645,16 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
     let headers: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&headers)?;
     let mut lua = format!("wrk.method = \"POST\"\nwrk.body = {}\n", lua_long(&body));
     for (k, v) in &headers {
-        lua += &format!("wrk.headers[{}] = {}\n", lua_long(k), lua_long(v.as_str().unwrap_or_default()));
+        lua += &format!(
+            "wrk.headers[{}] = {}\n",
+            lua_long(k),
+            lua_long(v.as_str().unwrap_or_default())
+        );
     }
-    lua += &format!("wrk.headers[\"User-Agent\"] = \"beema-hooks-sender/{}\"\n", env!("CARGO_PKG_VERSION"));
+    lua += &format!(
+        "wrk.headers[\"User-Agent\"] = \"beema-hooks-sender/{}\"\n",
+        env!("CARGO_PKG_VERSION")
+    );
     let lua = ctx.write("p2_wrk.lua", &lua)?;
     let concurrency = 64u32;
     let wrk_secs = if ctx.smoke { 1 } else { 10 };
@@ -581,7 +668,14 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
     let mut one_batch = Vec::new();
     for run in 0..ctx.runs {
         ctx.receiver.reset().await?;
-        let r = procs::wrk(&ctx.wrk, &ctx.receiver.url(""), &lua, concurrency, 2, wrk_secs)?;
+        let r = procs::wrk(
+            &ctx.wrk,
+            &ctx.receiver.url(""),
+            &lua,
+            concurrency,
+            2,
+            wrk_secs,
+        )?;
         raw_rps.push(r);
         for (si, senders) in [1usize, 2, 4].into_iter().enumerate() {
             let queued = requeue(&db, "p2").await?;
@@ -597,11 +691,21 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
             let pg = procs::postgres_cpu_secs() - pg0;
             let (mut claims, mut claimed) = (0.0, 0.0);
             for s in &ss {
-                claims += s.metric("beema_hooks_sender_claim_batch_size_count").await.unwrap_or(0.0);
-                claimed += s.metric("beema_hooks_sender_claim_batch_size_sum").await.unwrap_or(0.0);
+                claims += s
+                    .metric("beema_hooks_sender_claim_batch_size_count")
+                    .await
+                    .unwrap_or(0.0);
+                claimed += s
+                    .metric("beema_hooks_sender_claim_batch_size_sum")
+                    .await
+                    .unwrap_or(0.0);
             }
             pg_us[si].push(pg * 1e6 / queued as f64);
-            batch[si].push(if claims > 0.0 { claimed / claims } else { f64::NAN });
+            batch[si].push(if claims > 0.0 {
+                claimed / claims
+            } else {
+                f64::NAN
+            });
             for s in &mut ss {
                 s.stop()?;
             }
@@ -615,17 +719,30 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
         let mut s = ctx.sender(&url, &format!("p2-r{run}-one"), concurrency)?;
         tokio::time::sleep(window).await;
         let done: i64 = db
-            .query_one("SELECT count(*) FROM hooks.deliveries WHERE status = 'success'", &[])
+            .query_one(
+                "SELECT count(*) FROM hooks.deliveries WHERE status = 'success'",
+                &[],
+            )
             .await?
             .get(0);
-        let claims = s.metric("beema_hooks_sender_claim_batch_size_count").await.unwrap_or(0.0);
-        let claimed = s.metric("beema_hooks_sender_claim_batch_size_sum").await.unwrap_or(0.0);
+        let claims = s
+            .metric("beema_hooks_sender_claim_batch_size_count")
+            .await
+            .unwrap_or(0.0);
+        let claimed = s
+            .metric("beema_hooks_sender_claim_batch_size_sum")
+            .await
+            .unwrap_or(0.0);
         s.stop()?;
         if done == 0 {
             bail!("P2: nothing delivered to the single webhook in {window:?}");
         }
         one_rate.push(done as f64 / window.as_secs_f64());
-        one_batch.push(if claims > 0.0 { claimed / claims } else { f64::NAN });
+        one_batch.push(if claims > 0.0 {
+            claimed / claims
+        } else {
+            f64::NAN
+        });
     }
     for (si, senders) in [1usize, 2, 4].into_iter().enumerate() {
         ctx.figure(Figure {
@@ -670,7 +787,10 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
 
 /// The raw path, the lower bound of any LISTEN/NOTIFY design: a listener that POSTs each
 /// notification ("seq commitTs") to the receiver at once, on one keep-alive connection.
-async fn raw_forwarder(db_url: &str, addr: std::net::SocketAddr) -> Res<tokio::task::JoinHandle<()>> {
+async fn raw_forwarder(
+    db_url: &str,
+    addr: std::net::SocketAddr,
+) -> Res<tokio::task::JoinHandle<()>> {
     use http_body_util::{BodyExt, Full};
     let (client, mut conn) = tokio_postgres::connect(db_url, NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -688,7 +808,8 @@ async fn raw_forwarder(db_url: &str, addr: std::net::SocketAddr) -> Res<tokio::t
     client.batch_execute("LISTEN bench_raw").await?;
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(tokio::spawn(async move {
         let _client = client;
@@ -720,7 +841,13 @@ struct LoopStats {
 }
 
 /// Open loop: event i starts at t0 + i/rate on connection i % k, whatever earlier ones do.
-async fn open_loop(conns: &[Arc<Client>], raw: bool, base: i64, rate: u32, secs: u64) -> Res<LoopStats> {
+async fn open_loop(
+    conns: &[Arc<Client>],
+    raw: bool,
+    base: i64,
+    rate: u32,
+    secs: u64,
+) -> Res<LoopStats> {
     let publish_sql = "SELECT hooks.publish(jsonb_build_object('event', 'agreement/updated', 'data',
           jsonb_build_object('tenantId', $1::text, 'seq', $2::bigint, 'agreementId', 'A-1',
                              'commitTs', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)))";
@@ -773,14 +900,21 @@ async fn open_loop(conns: &[Arc<Client>], raw: bool, base: i64, rate: u32, secs:
             Err(_) => errors += 1,
         }
     }
-    Ok(LoopStats { sent: n, errors, max_lag })
+    Ok(LoopStats {
+        sent: n,
+        errors,
+        max_lag,
+    })
 }
 
 async fn p3(ctx: &mut Ctx) -> Res<()> {
     let (url, db) = ctx.fresh_db("bench_p3").await?;
     let base = fixture(&db, 100, 10, &ctx.receiver.url("")).await?;
     let one: i64 = db
-        .query_one("SELECT count(*) FROM hooks.match('agreement/updated', 't5')", &[])
+        .query_one(
+            "SELECT count(*) FROM hooks.match('agreement/updated', 't5')",
+            &[],
+        )
         .await?
         .get(0);
     if one != 1 {
@@ -808,20 +942,32 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
             ctx.receiver.reset().await?;
             let ls = open_loop(&conns, raw, base, rate, secs).await?;
             if ls.errors > 0 {
-                bail!("P3: {} of {} publishing transactions failed", ls.errors, ls.sent);
+                bail!(
+                    "P3: {} of {} publishing transactions failed",
+                    ls.errors,
+                    ls.sent
+                );
             }
             // Wait for every delivery (a generous bound: missing ones are reported, not fatal).
             let deadline = Instant::now() + Duration::from_secs(if ctx.smoke { 30 } else { 60 });
             let mut st = ctx.receiver.stats().await?;
-            while st["latency"]["n"].as_u64().unwrap_or(0) < ls.sent as u64 && Instant::now() < deadline {
+            while st["latency"]["n"].as_u64().unwrap_or(0) < ls.sent as u64
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 st = ctx.receiver.stats().await?;
             }
             let got = st["latency"]["n"].as_u64().unwrap_or(0);
             if got == 0 {
-                bail!("P3: nothing arrived at the receiver ({})", if raw { "raw" } else { "publish" });
+                bail!(
+                    "P3: nothing arrived at the receiver ({})",
+                    if raw { "raw" } else { "publish" }
+                );
             }
-            for (k, key) in ["p50_us", "p90_us", "p99_us", "max_us"].into_iter().enumerate() {
+            for (k, key) in ["p50_us", "p90_us", "p99_us", "max_us"]
+                .into_iter()
+                .enumerate()
+            {
                 lat[vi][k].push(st["latency"][key].as_f64().unwrap_or(f64::NAN) / 1000.0);
             }
             // Slow HTTP attempts (a connect that waited for a SYN retransmit shows as ~1 s here)
@@ -829,7 +975,12 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
             let slow: i64 = if raw {
                 0
             } else {
-                db.query_one("SELECT count(*) FROM hooks.attempts WHERE duration_ms >= 500", &[]).await?.get(0)
+                db.query_one(
+                    "SELECT count(*) FROM hooks.attempts WHERE duration_ms >= 500",
+                    &[],
+                )
+                .await?
+                .get(0)
             };
             let mut note = format!(
                 "run {run}: publisher max lag {:.1} ms, {} over 500 ms, {} duplicate receipts, {slow} attempts >= 500 ms",
@@ -838,7 +989,11 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
                 st["duplicates"].as_u64().unwrap_or(0)
             );
             if (got as usize) < ls.sent {
-                note += &format!(", {} of {} missing at the deadline", ls.sent - got as usize, ls.sent);
+                note += &format!(
+                    ", {} of {} missing at the deadline",
+                    ls.sent - got as usize,
+                    ls.sent
+                );
             }
             notes[vi].push(note);
         }
@@ -847,10 +1002,20 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
     if !sender.proc.alive() {
         bail!("the P3 sender died");
     }
-    let wakeups = sender.metric("beema_hooks_sender_notifications_total").await.unwrap_or(f64::NAN);
-    let claims = sender.metric("beema_hooks_sender_claim_batch_size_count").await.unwrap_or(f64::NAN);
+    let wakeups = sender
+        .metric("beema_hooks_sender_notifications_total")
+        .await
+        .unwrap_or(f64::NAN);
+    let claims = sender
+        .metric("beema_hooks_sender_claim_batch_size_count")
+        .await
+        .unwrap_or(f64::NAN);
     sender.stop()?;
-    notes[1].push(format!("sender over all runs: {} notifications, {} claims", num(wakeups, 0), num(claims, 0)));
+    notes[1].push(format!(
+        "sender over all runs: {} notifications, {} claims",
+        num(wakeups, 0),
+        num(claims, 0)
+    ));
     for (k, (pname, goal)) in [
         ("p50", Goal::MaxValue(5.0)),
         ("p90", Goal::None),
@@ -868,7 +1033,11 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
             baseline_name: "raw NOTIFY->POST".into(),
             baseline_runs: lat[0][k].clone(),
             goal,
-            note: if k == 0 { notes[1].join("; ") } else { String::new() },
+            note: if k == 0 {
+                notes[1].join("; ")
+            } else {
+                String::new()
+            },
         });
     }
     Ok(())
@@ -880,7 +1049,11 @@ async fn p3(ctx: &mut Ctx) -> Res<()> {
 
 async fn p4(ctx: &mut Ctx) -> Res<()> {
     // not-due rows = webhooks x events
-    let (nw, ne, due): (i32, i32, i32) = if ctx.smoke { (5, 1000, 300) } else { (1000, 1000, 20_000) };
+    let (nw, ne, due): (i32, i32, i32) = if ctx.smoke {
+        (5, 1000, 300)
+    } else {
+        (1000, 1000, 20_000)
+    };
     if due % nw != 0 {
         bail!("P4: due rows must be a multiple of the webhooks");
     }
@@ -912,7 +1085,8 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
             )
             .await?;
         }
-        db.batch_execute("VACUUM ANALYZE hooks.webhooks, hooks.events, hooks.deliveries").await?;
+        db.batch_execute("VACUUM ANALYZE hooks.webhooks, hooks.events, hooks.deliveries")
+            .await?;
         dbs.push((name, db));
     }
 
@@ -938,11 +1112,16 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
                   ORDER BY e.event_id, w.webhook_id",
             )
             .await?;
-            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events").await?;
+            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events")
+                .await?;
             checkpoint(db).await?;
             let sid = format!("p4-{run}");
-            let claim = db.prepare("SELECT delivery_id, attempt_number FROM hooks.claim($1::text, 100)").await?;
-            let complete = db.prepare("SELECT hooks.complete($1::text, $2::text::jsonb)").await?;
+            let claim = db
+                .prepare("SELECT delivery_id, attempt_number FROM hooks.claim($1::text, 100)")
+                .await?;
+            let complete = db
+                .prepare("SELECT hooks.complete($1::text, $2::text::jsonb)")
+                .await?;
             let mut in_claim = Duration::ZERO;
             let mut rows_done = 0usize;
             let t0 = Instant::now();
@@ -962,7 +1141,10 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
                         )
                     })
                     .collect();
-                let applied: i32 = db.query_one(&complete, &[&sid, &format!("[{}]", results.join(","))]).await?.get(0);
+                let applied: i32 = db
+                    .query_one(&complete, &[&sid, &format!("[{}]", results.join(","))])
+                    .await?
+                    .get(0);
                 if applied as usize != rows.len() {
                     bail!("P4: complete applied {applied} of {} results", rows.len());
                 }
@@ -980,10 +1162,15 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
                  DELETE FROM hooks.events WHERE event_type = 'p4/due';",
             )
             .await?;
-            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events, hooks.attempts").await?;
+            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events, hooks.attempts")
+                .await?;
         }
     }
-    let label = if not_due >= 1_000_000 { "1M".to_string() } else { num(not_due as f64, 0) };
+    let label = if not_due >= 1_000_000 {
+        "1M".to_string()
+    } else {
+        num(not_due as f64, 0)
+    };
     ctx.figure(Figure {
         bench: "P4",
         name: format!("claim rows/s (claim time only), {label} not due"),
@@ -1017,7 +1204,14 @@ async fn p5(ctx: &mut Ctx) -> Res<()> {
     // The receiver holds each request `delay` ms so that all 256 slots really fill; 100
     // webhooks so that no per-webhook in-flight cap binds.
     let (n, hooks): (i32, i32) = if ctx.smoke { (500, 10) } else { (50_000, 100) };
-    webhooks(&db, "p5", "bench/memory", hooks, &ctx.receiver.url(&format!("delay_ms={delay}"))).await?;
+    webhooks(
+        &db,
+        "p5",
+        "bench/memory",
+        hooks,
+        &ctx.receiver.url(&format!("delay_ms={delay}")),
+    )
+    .await?;
     let events = n / hooks;
     let concurrency = 256;
     let mut idle_mb = Vec::new();
@@ -1110,7 +1304,10 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
             if cnt != n as i64 || hi - lo + 1 != n as i64 {
                 bail!("fan-out fixture: {et} matched {cnt} webhooks ({lo}..{hi}), want {n} contiguous");
             }
-            let p = ctx.write(&format!("fan_publish_{n}.sql"), &publish_script(&et, Some("fan")))?;
+            let p = ctx.write(
+                &format!("fan_publish_{n}.sql"),
+                &publish_script(&et, Some("fan")),
+            )?;
             let r = ctx.write(&format!("fan_raw_{n}.sql"), &raw_script(&et, Some("fan")))?;
             cases.push((n, lo, p, r));
         }
@@ -1136,12 +1333,19 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
                 baseline_name: format!("raw 1+{n} rows"),
                 baseline_runs: tps[ci][0].clone(),
                 goal: Goal::None,
-                note: format!("{} delivery rows/s", num(median(&tps[ci][1]) * *n as f64, 0)),
+                note: format!(
+                    "{} delivery rows/s",
+                    num(median(&tps[ci][1]) * *n as f64, 0)
+                ),
             });
         }
     }
     // Registered webhooks growing to 10,000; the event still matches 3.
-    let sizes: Vec<(i32, i32)> = if ctx.smoke { vec![(10, 10), (1, 100)] } else { vec![(100, 10), (100, 100), (1, 10_000)] };
+    let sizes: Vec<(i32, i32)> = if ctx.smoke {
+        vec![(10, 10), (1, 100)]
+    } else {
+        vec![(100, 10), (100, 100), (1, 10_000)]
+    };
     for (tenants, per) in sizes {
         let (url, db) = ctx.fresh_db("bench_fanreg").await?;
         let base = fixture(&db, tenants, per, &ctx.receiver.url("")).await?;
@@ -1164,7 +1368,11 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
             }
         }
         let total = tenants as i64 * per as i64;
-        let patterns = if per <= 10 { 4 } else { 4 + (per - 10) * 4 / 10 };
+        let patterns = if per <= 10 {
+            4
+        } else {
+            4 + (per - 10) * 4 / 10
+        };
         ctx.figure(Figure {
             bench: "FAN",
             name: format!(
@@ -1182,7 +1390,9 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
             note: format!("3 match; {patterns} wildcard patterns per tenant"),
         });
         drop(db);
-        ctx.admin.batch_execute("DROP DATABASE IF EXISTS bench_fanreg WITH (FORCE)").await?;
+        ctx.admin
+            .batch_execute("DROP DATABASE IF EXISTS bench_fanreg WITH (FORCE)")
+            .await?;
     }
     Ok(())
 }
@@ -1206,8 +1416,14 @@ async fn machine(ctx: &Ctx) -> Res<()> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let version: String = ctx.admin.query_one("SHOW server_version", &[]).await?.get(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let version: String = ctx
+        .admin
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
     let mut settings = Vec::new();
     for s in [
         "shared_buffers",
@@ -1230,7 +1446,11 @@ async fn machine(ctx: &Ctx) -> Res<()> {
     );
     println!(
         "mode: {}, {} run(s) per figure, figure = median; out: {}",
-        if ctx.smoke { "SMOKE (tiny sizes: the figures mean nothing)" } else { "full" },
+        if ctx.smoke {
+            "SMOKE (tiny sizes: the figures mean nothing)"
+        } else {
+            "full"
+        },
         ctx.runs,
         ctx.out.display()
     );
@@ -1249,7 +1469,14 @@ async fn main() {
         match a.as_str() {
             "--smoke" => smoke = true,
             "--keep-dbs" => keep_dbs = true,
-            "--runs" => runs = Some(args.next().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n >= 1).unwrap_or_else(|| usage())),
+            "--runs" => {
+                runs = Some(
+                    args.next()
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .filter(|&n| n >= 1)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             "--out" => out = Some(PathBuf::from(args.next().unwrap_or_else(|| usage()))),
             "-h" | "--help" => usage(),
             b if BENCHES.contains(&b) => {
@@ -1275,15 +1502,35 @@ async fn main() {
 }
 
 /// Runs the selected benchmarks; Ok(false) when one of them broke.
-async fn run(smoke: bool, runs: usize, out: Option<PathBuf>, keep_dbs: bool, selected: &[String]) -> Res<bool> {
+async fn run(
+    smoke: bool,
+    runs: usize,
+    out: Option<PathBuf>,
+    keep_dbs: bool,
+    selected: &[String],
+) -> Res<bool> {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let admin_url = env("BEEMA_ADMIN_URL", "postgres://postgres@127.0.0.1:28815/postgres");
+    let admin_url = env(
+        "BEEMA_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:28815/postgres",
+    );
     let home = env("HOME", "/root");
-    let target = env("CARGO_TARGET_DIR", &format!("{home}/.cache/beema-hooks/target"));
-    let sender_bin = PathBuf::from(env("HOOKS_SENDER_BIN", &format!("{target}/release/beema-hooks-sender")));
+    let target = env(
+        "CARGO_TARGET_DIR",
+        &format!("{home}/.cache/beema-hooks/target"),
+    );
+    let sender_bin = PathBuf::from(env(
+        "HOOKS_SENDER_BIN",
+        &format!("{target}/release/beema-hooks-sender"),
+    ));
     let pgbench = PathBuf::from(env("PG_BIN", "/usr/lib/postgresql/15/bin")).join("pgbench");
-    let wrk = std::env::var("WRK").map(PathBuf::from).ok().or_else(|| procs::which("wrk"));
-    let out = out.unwrap_or_else(|| std::env::temp_dir().join(format!("beema-hooks-bench-{}", std::process::id())));
+    let wrk = std::env::var("WRK")
+        .map(PathBuf::from)
+        .ok()
+        .or_else(|| procs::which("wrk"));
+    let out = out.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("beema-hooks-bench-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&out)?;
     for (what, p) in [("sender", &sender_bin), ("pgbench", &pgbench)] {
         if !p.is_file() {
@@ -1292,12 +1539,16 @@ async fn run(smoke: bool, runs: usize, out: Option<PathBuf>, keep_dbs: bool, sel
     }
     let wrk = match wrk {
         Some(w) => w,
-        None if selected.iter().any(|s| s == "p2") => bail!("wrk not found (apt-get install wrk, or set WRK)"),
+        None if selected.iter().any(|s| s == "p2") => {
+            bail!("wrk not found (apt-get install wrk, or set WRK)")
+        }
         None => PathBuf::from("wrk"),
     };
     let receiver_bin = std::env::current_exe()?.with_file_name("bench-receiver");
     let receiver = Receiver::start(&receiver_bin, 2)?;
-    let admin = connect(&admin_url).await.map_err(|e| format!("cannot connect to {admin_url}: {e}"))?;
+    let admin = connect(&admin_url)
+        .await
+        .map_err(|e| format!("cannot connect to {admin_url}: {e}"))?;
     let mut ctx = Ctx {
         smoke,
         runs,
@@ -1323,7 +1574,11 @@ async fn run(smoke: bool, runs: usize, out: Option<PathBuf>, keep_dbs: bool, sel
             match connect(&ctx.admin_url).await {
                 Ok(c) => ctx.admin = c,
                 Err(e) => {
-                    println!("--- {b} BROKE: cannot connect to {}: {}", ctx.admin_url, chain(&*e));
+                    println!(
+                        "--- {b} BROKE: cannot connect to {}: {}",
+                        ctx.admin_url,
+                        chain(&*e)
+                    );
                     broken.push(b.clone());
                     continue;
                 }
@@ -1339,9 +1594,17 @@ async fn run(smoke: bool, runs: usize, out: Option<PathBuf>, keep_dbs: bool, sel
             _ => unreachable!(),
         };
         match r {
-            Ok(()) => println!("--- {b} done in {:.0} s (load {})", t.elapsed().as_secs_f64(), loadavg()),
+            Ok(()) => println!(
+                "--- {b} done in {:.0} s (load {})",
+                t.elapsed().as_secs_f64(),
+                loadavg()
+            ),
             Err(e) => {
-                println!("--- {b} BROKE after {:.0} s: {}", t.elapsed().as_secs_f64(), chain(&*e));
+                println!(
+                    "--- {b} BROKE after {:.0} s: {}",
+                    t.elapsed().as_secs_f64(),
+                    chain(&*e)
+                );
                 broken.push(b.clone());
             }
         }

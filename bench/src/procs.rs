@@ -36,7 +36,9 @@ impl Proc {
         loop {
             match child.try_wait() {
                 Ok(Some(st)) => return st.code(),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -81,7 +83,9 @@ pub fn postgres_cpu_secs() -> f64 {
     let mut total = 0.0;
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if comm.trim() == "postgres" {
                 total += cpu_secs_of(pid).unwrap_or(0.0);
@@ -113,10 +117,17 @@ impl Receiver {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().unwrap();
-        let proc = Proc { name: "bench-receiver".into(), child: Some(child) };
+        let proc = Proc {
+            name: "bench-receiver".into(),
+            child: Some(child),
+        };
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let addr: SocketAddr = match line.trim().strip_prefix("listening ").and_then(|a| a.parse().ok()) {
+        let addr: SocketAddr = match line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+        {
             Some(a) => a,
             None => bail!("bench-receiver did not start: {line:?}"),
         };
@@ -162,7 +173,10 @@ impl Sender {
     pub fn start(bin: &Path, db_url: &str, id: &str, concurrency: u32, log: &Path) -> Res<Self> {
         let port = free_port()?;
         let admin: SocketAddr = ([127, 0, 0, 1], port).into();
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let child = Command::new(bin)
             .args([
                 "--database-url",
@@ -183,7 +197,13 @@ impl Sender {
             .stderr(logf)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        Ok(Self { proc: Proc { name: format!("sender {id}"), child: Some(child) }, admin })
+        Ok(Self {
+            proc: Proc {
+                name: format!("sender {id}"),
+                child: Some(child),
+            },
+            admin,
+        })
     }
 
     /// Waits until /healthz answers (the sender is connected).
@@ -241,7 +261,15 @@ pub fn pgbench(
     defines: &[(&str, String)],
 ) -> Res<f64> {
     let mut cmd = Command::new(pgbench);
-    cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", &clients.min(2).to_string()]);
+    cmd.args([
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &clients.min(2).to_string(),
+    ]);
     match length {
         Length::Secs(s) => cmd.args(["-T", &s.to_string()]),
         Length::Transactions(t) => cmd.args(["-t", &t.to_string()]),
@@ -250,11 +278,17 @@ pub fn pgbench(
         cmd.args(["-D", &format!("{k}={v}")]);
     }
     cmd.arg("-f").arg(script).arg(db_url);
-    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", pgbench.display()))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", pgbench.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        bail!("pgbench {} failed ({}):\n{stdout}\n{stderr}", script.display(), out.status);
+        bail!(
+            "pgbench {} failed ({}):\n{stdout}\n{stderr}",
+            script.display(),
+            out.status
+        );
     }
     let tps = stdout
         .lines()
@@ -268,7 +302,10 @@ pub fn pgbench(
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     if failed > 0 {
-        bail!("pgbench {}: {failed} failed transactions:\n{stdout}\n{stderr}", script.display());
+        bail!(
+            "pgbench {}: {failed} failed transactions:\n{stdout}\n{stderr}",
+            script.display()
+        );
     }
     match tps {
         Some(t) => Ok(t),
@@ -279,7 +316,14 @@ pub fn pgbench(
 /// Runs wrk; returns requests/s. Fails on socket errors or non-2xx answers.
 pub fn wrk(wrk: &Path, url: &str, script: &Path, conns: u32, threads: u32, secs: u64) -> Res<f64> {
     let out = Command::new(wrk)
-        .args(["-t", &threads.to_string(), "-c", &conns.to_string(), "-d", &format!("{secs}s")])
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &conns.to_string(),
+            "-d",
+            &format!("{secs}s"),
+        ])
         .arg("-s")
         .arg(script)
         .arg(url)
@@ -287,7 +331,11 @@ pub fn wrk(wrk: &Path, url: &str, script: &Path, conns: u32, threads: u32, secs:
         .map_err(|e| format!("cannot run {}: {e}", wrk.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("wrk failed ({}):\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "wrk failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if stdout.contains("Non-2xx") || stdout.contains("Socket errors") {
         bail!("wrk saw errors:\n{stdout}");

@@ -33,7 +33,10 @@ struct State {
 
 /// Microseconds since the Unix epoch, from the same clock Postgres' `clock_timestamp()` reads.
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// The value of `"commitTs":<digits>` in a body, without parsing the whole JSON.
@@ -47,7 +50,10 @@ pub fn json_u64(body: &[u8], key: &[u8]) -> Option<u64> {
     let rest = &body[pos + key.len()..];
     let rest = &rest[rest.iter().position(|&c| c != b' ' && c != b':')?..];
     let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
-    let digits: &[u8] = &rest[..rest.iter().position(|c| !c.is_ascii_digit()).unwrap_or(rest.len())];
+    let digits: &[u8] = &rest[..rest
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(rest.len())];
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
@@ -75,7 +81,10 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    st: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/_stats") => {
             let mut v = st.latencies_us.lock().unwrap().clone();
@@ -159,10 +168,16 @@ mod tests {
 
     #[test]
     fn finds_commit_ts() {
-        assert_eq!(commit_ts(br#"{"data":{"commitTs":1700000000123456,"x":1}}"#), Some(1700000000123456));
+        assert_eq!(
+            commit_ts(br#"{"data":{"commitTs":1700000000123456,"x":1}}"#),
+            Some(1700000000123456)
+        );
         assert_eq!(commit_ts(br#"{"data":{"commitTs": "42"}}"#), Some(42));
         assert_eq!(commit_ts(br#"{"data":{}}"#), None);
-        assert_eq!(json_u64(br#"{"data":{"seq":7,"commitTs":9}}"#, b"\"seq\""), Some(7));
+        assert_eq!(
+            json_u64(br#"{"data":{"seq":7,"commitTs":9}}"#, b"\"seq\""),
+            Some(7)
+        );
     }
 
     #[test]
@@ -176,7 +191,10 @@ mod tests {
 
     #[test]
     fn delays() {
-        assert_eq!(delay_of(Some("a=1&delay_ms=20")), Some(Duration::from_millis(20)));
+        assert_eq!(
+            delay_of(Some("a=1&delay_ms=20")),
+            Some(Duration::from_millis(20))
+        );
         assert_eq!(delay_of(Some("delay_ms=0")), None);
         assert_eq!(delay_of(None), None);
     }

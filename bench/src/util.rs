@@ -38,7 +38,10 @@ pub fn db_url(admin_url: &str, db: &str) -> String {
         None => (admin_url, None),
     };
     let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[after_scheme..].find('/').map(|i| i + after_scheme).unwrap_or(base.len());
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map(|i| i + after_scheme)
+        .unwrap_or(base.len());
     let mut url = format!("{}/{}", &base[..host_end], db);
     if let Some(q) = query {
         url.push('?');
@@ -67,8 +70,15 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> Res<(u16, Strin
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         let text = String::from_utf8_lossy(&buf).into_owned();
-        let status: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Ok::<_, Error>((status, body))
     };
     match tokio::time::timeout(Duration::from_secs(10), fut).await {
@@ -128,7 +138,10 @@ mod tests {
             "postgres://postgres@127.0.0.1:28815/bench_p1"
         );
         assert_eq!(db_url("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-        assert_eq!(db_url("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            db_url("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 
     #[test]

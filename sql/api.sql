@@ -191,8 +191,9 @@ $$;
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
 -- one delivery per webhook and claim goes out as a probe; skipped rows move out of the due range
 -- (for a second, or to the end of the pause) and the claim looks further, so these never hold up
--- healthy webhooks. When hooks.max_in_flight_per_webhook is set, a webhook at that many requests
--- in flight has its further due rows deferred a second (opt-in: see the README).
+-- healthy webhooks. A webhook with hooks.max_in_flight_per_webhook requests in flight (live
+-- leases, all senders) is passed over: its due rows stay as they are, neither locked nor
+-- rewritten, and hooks.complete() wakes the senders when it frees such a webhook.
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
@@ -204,7 +205,10 @@ DECLARE
     v_sender    text := claim.sender_id;
     v_ts        bigint := extract(epoch FROM now())::bigint;
     v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
-    v_max_busy  integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 0);
+    v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
+    v_full      bigint[];
+    v_cand      bigint[];
+    v_mine      bigint[];
     v_ids       bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
@@ -229,21 +233,48 @@ BEGIN
     FOR v_round IN 1..1000 LOOP
         -- not now(): a later look must see rows of transactions that began after this one
         v_now := clock_timestamp();
+        -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
+        -- rows this claim passes over.
+        v_full := '{}';
+        IF v_cap > 0 THEN
+            SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
+              FROM (SELECT x.webhook_id
+                      FROM hooks.deliveries x
+                     WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
+                     GROUP BY x.webhook_id
+                    HAVING count(*) >= v_cap) AS b;
+        END IF;
+
+        -- Lock the oldest due rows, and take each of their webhooks' claim lock (transaction
+        -- advisory lock, skipped when another sender holds it): counting a webhook's requests
+        -- in flight and claiming more is then one step no other sender interleaves with.
+        WITH due AS (
+            SELECT d.delivery_id, d.webhook_id
+              FROM hooks.deliveries d
+             WHERE d.status IN ('pending', 'retrying', 'in_flight')
+               AND d.next_attempt_at <= v_now
+               AND d.webhook_id <> ALL (v_full)
+             ORDER BY d.next_attempt_at
+             LIMIT max_rows
+               FOR UPDATE SKIP LOCKED
+        )
+        SELECT (SELECT array_agg(due.delivery_id) FROM due),
+               (SELECT coalesce(array_agg(h.webhook_id), '{}')
+                  FROM (SELECT DISTINCT due.webhook_id FROM due) AS h
+                 WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer))
+          INTO v_cand, v_mine;
+
         WITH due AS (
             SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
                    d.next_attempt_at
               FROM hooks.deliveries d
-             WHERE d.status IN ('pending', 'retrying', 'in_flight')
-               AND d.next_attempt_at <= v_now
-             ORDER BY d.next_attempt_at
-             LIMIT max_rows
-               FOR UPDATE SKIP LOCKED
+             WHERE d.delivery_id = ANY (v_cand)
         ), busy AS (
-            -- requests each of these webhooks already has in flight (live leases)
+            -- read after taking the claim locks, so it includes every other claim
             SELECT x.webhook_id, count(*) AS n
               FROM hooks.deliveries x
-             WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
-               AND x.webhook_id IN (SELECT due.webhook_id FROM due)
+             WHERE v_cap > 0 AND x.webhook_id = ANY (v_mine)
+               AND x.status = 'in_flight' AND x.next_attempt_at > v_now
              GROUP BY x.webhook_id
         ), plan AS (
             SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
@@ -251,12 +282,16 @@ BEGIN
                        WHEN NOT w.enabled THEN 'cancel'
                        WHEN w.paused_until > v_now THEN 'wait'
                        WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
-                            AND row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
-                           THEN 'wait'
-                       WHEN v_max_busy > 0
                             AND coalesce(busy.n, 0)
-                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_max_busy
-                           THEN 'busy'
+                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
+                           THEN 'wait'
+                       -- another sender is claiming this webhook, or it is at the cap: left as
+                       -- it is (unlocked at commit) for a later claim
+                       WHEN v_cap > 0 AND NOT (due.webhook_id = ANY (v_mine)) THEN 'over'
+                       WHEN v_cap > 0
+                            AND coalesce(busy.n, 0)
+                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_cap
+                           THEN 'over'
                        ELSE 'claim'
                    END AS action
               FROM due
@@ -267,7 +302,7 @@ BEGIN
             SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
                    'lease_expired', 'lease expired before the sender reported a result'
               FROM plan
-             WHERE plan.status = 'in_flight'
+             WHERE plan.status = 'in_flight' AND plan.action <> 'over'
         ), skipped AS (
             UPDATE hooks.deliveries d
                SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
@@ -281,8 +316,8 @@ BEGIN
                    lease_owner = NULL,
                    updated_at = now()
               FROM plan
-             WHERE d.delivery_id = plan.delivery_id AND plan.action <> 'claim'
-            RETURNING plan.action
+             WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait')
+            RETURNING 1
         ), claimed AS (
             UPDATE hooks.deliveries d
                SET status = 'in_flight',
@@ -294,10 +329,8 @@ BEGIN
              WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
             RETURNING d.delivery_id
         )
-        -- rows skipped for the in-flight cap do not make the claim look further: that would
-        -- rewrite a busy webhook's whole backlog
         SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
-               (SELECT count(*) FROM skipped WHERE skipped.action <> 'busy')
+               (SELECT count(*) FROM skipped)
           INTO v_ids, v_skipped;
         v_claimed := coalesce(cardinality(v_ids), 0);
 
@@ -357,7 +390,9 @@ DECLARE
     v_cooldown  bigint := hooks._setting_int('hooks.breaker_cooldown_ms', 30000);
     v_max_cool  bigint := hooks._setting_int('hooks.breaker_max_cooldown_ms', 3600000);
     v_disable   integer := hooks._setting_int('hooks.disable_after_failing_hours', 72);
+    v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     v_applied   integer;
+    v_freed     boolean;
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -452,8 +487,22 @@ BEGIN
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
                 OR w.last_success_at < now() - interval '1 second')
+    ), freed AS (
+        -- webhooks that were at the in-flight cap, whose due rows claims passed over
+        SELECT 1
+          FROM per_webhook s
+         WHERE v_cap > 0
+           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.deliveries x
+                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                         AND x.next_attempt_at > now()
+                                       LIMIT v_cap) AS f) >= v_cap
     )
-    SELECT count(*) INTO v_applied FROM upd;
+    SELECT (SELECT count(*) FROM upd), EXISTS (SELECT 1 FROM freed) INTO v_applied, v_freed;
+    -- Requests of such a webhook finished: wake the senders, whose last claim may have found
+    -- nothing else to do (sent on commit).
+    IF v_freed THEN
+        PERFORM pg_notify('hooks_deliveries', '');
+    END IF;
     RETURN v_applied;
 END
 $$;

@@ -13,8 +13,8 @@ pub static BREAKER_COOLDOWN_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000)
 /// `hooks.breaker_max_cooldown_ms`: the longest pause.
 pub static BREAKER_MAX_COOLDOWN_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
 /// `hooks.max_in_flight_per_webhook`: requests one webhook may have in flight across all
-/// senders (0, the default, = no limit), so that a slow endpoint cannot take every sender slot.
-pub static MAX_IN_FLIGHT_PER_WEBHOOK: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// senders (default 32; 0 = no limit), so that a slow endpoint cannot take every sender slot.
+pub static MAX_IN_FLIGHT_PER_WEBHOOK: GucSetting<i32> = GucSetting::<i32>::new(32);
 /// `hooks.disable_after_failing_hours`: a webhook failing without a success for this long is
 /// disabled, with the reason recorded (0 = never).
 pub static DISABLE_AFTER_FAILING_HOURS: GucSetting<i32> = GucSetting::<i32>::new(72);
@@ -62,8 +62,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"hooks.max_in_flight_per_webhook",
-        c"Requests one webhook may have in flight across all senders (0, the default, = no limit).",
-        c"Further due deliveries of that webhook wait a second, so a slow endpoint cannot take every sender slot.",
+        c"Requests one webhook may have in flight across all senders (0 = no limit).",
+        c"Claims pass over that webhook's further due deliveries until a request finishes, so a slow endpoint cannot take every sender slot.",
         &MAX_IN_FLIGHT_PER_WEBHOOK,
         0,
         100_000,

@@ -105,6 +105,9 @@ struct Behaviour {
 struct State {
     requests: Vec<Recorded>,
     behaviours: HashMap<String, Behaviour>,
+    /// requests being answered now, and the most ever at once, per path
+    open: HashMap<String, usize>,
+    max_open: HashMap<String, usize>,
 }
 
 /// The HTTP receiver; stops serving when dropped.
@@ -189,6 +192,12 @@ impl Receiver {
         self.state.lock().unwrap().requests.len()
     }
 
+    /// The most requests to `path` that were being answered at the same time.
+    pub fn max_concurrent(&self, path: &str) -> usize {
+        let st = self.state.lock().unwrap();
+        st.max_open.get(path).copied().unwrap_or(0)
+    }
+
     /// Requests per `webhook-id`.
     pub fn counts_by_webhook_id(&self) -> HashMap<String, usize> {
         let mut m = HashMap::new();
@@ -235,6 +244,11 @@ async fn handle(
             at: Instant::now(),
             wall: SystemTime::now(),
         });
+        let open = st.open.entry(path.clone()).or_insert(0);
+        *open += 1;
+        let now_open = *open;
+        let max = st.max_open.entry(path.clone()).or_insert(0);
+        *max = (*max).max(now_open);
         match st.behaviours.get_mut(&path) {
             Some(b) => b
                 .sequence
@@ -246,6 +260,9 @@ async fn handle(
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if let Some(open) = state.lock().unwrap().open.get_mut(&path) {
+        *open -= 1;
     }
     let mut resp = Response::new(Full::new(Bytes::from(reply.body)));
     *resp.status_mut() =

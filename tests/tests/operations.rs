@@ -649,6 +649,74 @@ async fn a_hanging_endpoint_with_more_deliveries_than_slots_does_not_slow_a_heal
     hanging_endpoint_vs_healthy(16, 32).await;
 }
 
+/// One webhook's backlog, with the in-flight cap below the senders' slots: the two senders
+/// together never have more than the cap in flight against it, every delivery arrives once,
+/// and the backlog drains without waiting for polls (the senders poll every 60 s here:
+/// hooks.complete wakes them whenever it frees a webhook that was at its cap).
+#[tokio::test]
+async fn a_capped_webhook_drains_its_backlog_at_the_cap_without_waiting_for_polls() {
+    const N: usize = 400;
+    const CAP: usize = 4;
+    let db = TestDb::new().await;
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = {CAP}",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let rx = Receiver::start().await;
+    rx.always("/one", Reply::ok().delay(Duration::from_millis(20)));
+    let (id, secret) = db
+        .register(&Webhook::new("one", "acme", "one/*", &rx.url("/one")))
+        .await;
+    db.client()
+        .execute(
+            "SELECT count(hooks.publish(jsonb_build_object('event', 'one/item',
+                 'data', jsonb_build_object('tenantId', 'acme', 'n', g))))
+               FROM generate_series(1, $1::bigint) g",
+            &[&(N as i64)],
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let options = || SenderOptions {
+        concurrency: 16,
+        poll_interval_ms: 60_000,
+        ..SenderOptions::default()
+    };
+    let a = Sender::start(db.url(), options());
+    let b = Sender::start(db.url(), options());
+    let got = wait_requests(&rx, "/one", N, Duration::from_secs(50)).await;
+    let took = started.elapsed();
+    println!(
+        "{N} deliveries to one webhook capped at {CAP}, 20 ms each, 2 senders x 16 slots: \
+         drained in {took:?}, at most {} at once",
+        rx.max_concurrent("/one")
+    );
+    assert_eq!(got.len(), N, "every delivery arrived");
+    assert!(
+        rx.max_concurrent("/one") <= CAP,
+        "{} requests to one webhook at once, over the cap of {CAP}",
+        rx.max_concurrent("/one")
+    );
+    let ids: HashSet<String> = got.iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(ids.len(), N, "each delivery was sent once");
+    for r in &got {
+        r.verify(&secret).unwrap();
+    }
+    wait_until_sql(
+        db.client(),
+        &format!(
+            "SELECT count(*) = {N} FROM hooks.deliveries WHERE webhook_id = {id} AND status = 'success'"
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    drop((a, b));
+    db.cleanup().await;
+}
+
 // ------------------------------------------------------------------------------------------------
 // 4. Retention under load.
 // ------------------------------------------------------------------------------------------------

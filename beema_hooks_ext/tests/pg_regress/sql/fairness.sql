@@ -1,0 +1,46 @@
+-- Per-webhook in-flight cap (hooks.max_in_flight_per_webhook, default 32): a webhook with a
+-- backlog gets at most the cap in flight, across senders; other webhooks' rows behind its
+-- backlog are claimed; the rows over the cap are left exactly as they were (not rewritten).
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
+    ('acme', 'busy',  'busy/*',  'https://busy.example/',  'secret-0001'),
+    ('acme', 'quiet', 'quiet/*', 'https://quiet.example/', 'secret-0002');
+-- 40 deliveries to "busy", then 5 to "quiet": in due order, quiet's rows come last
+SELECT count(hooks.publish(format('{"event": "busy/x", "id": "b%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 40) i;
+UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 minute';
+SELECT count(hooks.publish(format('{"event": "quiet/x", "id": "q%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 5) i;
+SHOW hooks.max_in_flight_per_webhook;  -- (the library is loaded by now)
+CREATE TEMP TABLE before_claim AS SELECT * FROM hooks.deliveries;
+
+-- one claim of 100: 32 of busy (the cap) and all 5 of quiet
+SELECT w.webhook_name, count(*) AS claimed
+  FROM hooks.claim('s1', 100) c JOIN hooks.webhooks w USING (webhook_id)
+ GROUP BY 1 ORDER BY 1;
+-- busy's 8 other rows are untouched: same status, due time, attempt and updated_at
+SELECT count(*) AS untouched
+  FROM hooks.deliveries d JOIN before_claim b USING (delivery_id)
+ WHERE d.status = 'pending' AND d.next_attempt_at = b.next_attempt_at
+   AND d.attempt_number = 0 AND d.updated_at = b.updated_at;
+-- another sender finds nothing to do: busy is at its cap
+SELECT count(*) AS claimed_at_cap FROM hooks.claim('s2', 100);
+-- a finished request frees one place, which the next claim fills
+SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+                                 'attempt_number', attempt_number, 'status_code', 200))
+                               FROM (SELECT delivery_id, attempt_number FROM hooks.deliveries d
+                                      JOIN hooks.webhooks w USING (webhook_id)
+                                     WHERE w.webhook_name = 'busy' AND d.status = 'in_flight'
+                                     ORDER BY delivery_id LIMIT 3) x));
+SELECT count(*) AS claimed_after_3_finished FROM hooks.claim('s2', 100);
+-- leases that expired do not count: the lost attempts are logged and the rows claimed again
+UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second' WHERE status = 'in_flight' AND lease_owner = 's1';
+SELECT count(*) AS reclaimed FROM hooks.claim('s3', 100);
+SELECT outcome, count(*) FROM hooks.attempts GROUP BY 1 ORDER BY 1;
+SELECT status, lease_owner, count(*) FROM hooks.deliveries GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- 0 turns the cap off
+SET LOCAL hooks.max_in_flight_per_webhook = 0;
+UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second' WHERE status = 'in_flight';
+SELECT count(*) AS claimed_without_cap FROM hooks.claim('s4', 100);
+ROLLBACK;

@@ -36,8 +36,10 @@ if ! grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
 fi
 
 # 3. Build and install the extension into the system Postgres, and build the sender.
+# (scripts/install_ext.sh: a new .so file rather than one overwritten under running backends, and
+# the install scripts of released versions and the upgrade scripts from sql/)
 say "building and installing the beema_hooks extension (release)"
-(cd beema_hooks_ext && cargo pgrx install --release --pg-config "$PG_CONFIG" ${SUDO:+--sudo} >/dev/null)
+"$BEEMA_ROOT/scripts/install_ext.sh"
 say "building the sender (release)"
 cargo build --release -q -p beema-hooks-sender
 say "setup done: extension installed, sender at $HOOKS_SENDER_BIN"

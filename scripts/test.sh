@@ -22,10 +22,15 @@ step() {
 runas=()
 [ "$(id -u)" = 0 ] && runas=(--runas postgres)
 pgrx_tests() {
+  # cargo pgrx test installs its test build system-wide, with `sudo cp` over the installed .so
+  # when it runs as another user: remove that first, so running backends keep their old file
+  # (overwritten in place, it crashes them with SIGBUS). Until the test build is installed, new
+  # sessions of other clusters cannot load the extension; the test clusters are not up yet.
+  rm -f "$("$PG_CONFIG" --pkglibdir)/beema_hooks.so"
   (cd beema_hooks_ext && cargo pgrx test pg15 "${runas[@]}" --pgdata "$BEEMA_RUN_DIR/pgrx-data")
   local rc=$?
-  # cargo pgrx test installs its test build system-wide: put the release build back.
-  (cd beema_hooks_ext && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null) || rc=1
+  # put the release build back
+  "$BEEMA_ROOT/scripts/install_ext.sh" || rc=1
   return $rc
 }
 

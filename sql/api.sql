@@ -53,16 +53,29 @@ CREATE TRIGGER webhooks_after_disable
 -- Matching and publishing.
 -------------------------------------------------------------------------------------------------
 
+-- The prefixes of an event type that a wildcard pattern's literal part (hooks.webhooks.
+-- pattern_prefix) can be: '' and each prefix ending with a separator ('' and 'claim/' for
+-- 'claim/opened').
+CREATE FUNCTION hooks._prefixes(event_type text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT array_agg(left($1, i) ORDER BY i)
+      FROM generate_series(0, length($1)) AS i
+     WHERE i = 0 OR substr($1, i, 1) IN ('/', '.')
+$$;
+
 -- The enabled webhooks of a tenant whose pattern selects an event type. hooks.publish uses this
 -- very function (the planner inlines it). Exact patterns are found through an index; wildcard
--- patterns are the tenant's few rows tested with hooks.pattern_matches().
+-- patterns through their literal prefix (hooks._prefixes), then tested with
+-- hooks.pattern_matches(), so a tenant's unrelated patterns are never read.
 CREATE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
     SELECT w.* FROM hooks.webhooks w
      WHERE w.tenant_id = $2 AND w.enabled AND NOT w.is_pattern AND w.event_type = $1
     UNION ALL
     SELECT w.* FROM hooks.webhooks w
-     WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern AND hooks.pattern_matches(w.event_type, $1)
+     WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern
+       AND w.pattern_prefix = ANY (hooks._prefixes($1))
+       AND hooks.pattern_matches(w.event_type, $1)
 $$;
 
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one

@@ -31,12 +31,17 @@ CREATE TABLE hooks.webhooks (
     last_failure_at      timestamptz,
     -- true when event_type holds a '*': such rows are matched by hooks.pattern_matches()
     is_pattern      boolean     GENERATED ALWAYS AS (strpos(event_type, '*') > 0) STORED,
+    -- wildcard patterns: the literal text before the first '*' ('claim/' for 'claim/*', '' for
+    -- '*.created'); publish looks up only the patterns whose prefix the event type starts with
+    pattern_prefix  text        GENERATED ALWAYS AS (
+        CASE WHEN strpos(event_type, '*') > 0 THEN left(event_type, strpos(event_type, '*') - 1) END) STORED,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
 );
 
--- publish: exact patterns are one index probe, wildcard patterns a scan of the tenant's few.
+-- publish: exact patterns are one index probe; wildcard patterns one probe per prefix of the
+-- event type ('', 'claim/' for 'claim/opened'), each finding the patterns with that prefix.
 CREATE INDEX webhooks_exact_idx   ON hooks.webhooks (tenant_id, event_type) WHERE enabled AND NOT is_pattern;
-CREATE INDEX webhooks_pattern_idx ON hooks.webhooks (tenant_id)             WHERE enabled AND is_pattern;
+CREATE INDEX webhooks_prefix_idx  ON hooks.webhooks (tenant_id, pattern_prefix) WHERE enabled AND is_pattern;
 
 -- One row per published event; the body is stored once however many webhooks match.
 CREATE TABLE hooks.events (

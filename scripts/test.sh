@@ -3,8 +3,10 @@
 #   1. unit and property tests (hooks_core, sender)
 #   2. #[pg_test]s of the extension (cargo pgrx test, its own throwaway cluster)
 #   3. pg_regress files (user-facing SQL, expected output checked in)
-#   4. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers
-#   5. the benchmarks in smoke mode (tiny sizes; they fail only when their code breaks)
+#   4. upgrade test: every released version, with data, upgraded to the current one must equal
+#      a fresh install (scripts/upgrade_test.sh)
+#   5. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers
+#   6. the benchmarks in smoke mode (tiny sizes; they fail only when their code breaks)
 # Exits non-zero when anything fails.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
@@ -40,6 +42,7 @@ step "extension #[pg_test]s" pgrx_tests
 "$BEEMA_ROOT/scripts/pg.sh" start >/dev/null || { say "could not start postgres"; exit 1; }
 trap '"$BEEMA_ROOT/scripts/pg.sh" stop' EXIT
 step "pg_regress" "$BEEMA_ROOT/scripts/regress.sh"
+step "upgrade test" "$BEEMA_ROOT/scripts/upgrade_test.sh"
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
 # benchmarks never fail for slowness; the smoke run only proves their code still works
 step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke

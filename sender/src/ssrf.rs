@@ -435,11 +435,17 @@ mod tests {
             ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", Some(Multicast)),
             ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("2001:db8::", Some(Documentation)),
-            ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
+            (
+                "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some(Documentation),
+            ),
             ("2001:db9::", None),
             ("3ffe:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
             ("3fff::", Some(Documentation)),
-            ("3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff", Some(Documentation)),
+            (
+                "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff",
+                Some(Documentation),
+            ),
             ("3fff:1000::", None),
             ("100::", Some(Reserved)),
             ("100::ffff:ffff:ffff:ffff", Some(Reserved)),
@@ -510,7 +516,10 @@ mod tests {
         use Forbidden::*;
         for (s, want) in [
             // RFC 4380's example: server 65.54.227.120, client 192.0.2.45 (documentation).
-            ("2001:0000:4136:e378:8000:63bf:3fff:fdd2", Some(Documentation)),
+            (
+                "2001:0000:4136:e378:8000:63bf:3fff:fdd2",
+                Some(Documentation),
+            ),
             // Client 127.0.0.1 behind a public server.
             ("2001:0:4136:e378:8000:63bf:80ff:fffe", Some(Loopback)),
             // Client 169.254.169.254.

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -54,6 +55,12 @@ pub struct Config {
     /// Postgres connection string (URL or key=value) of the database with the beema_hooks extension.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// PEM file of the CA certificate(s) that sign the Postgres server's certificate, trusted
+    /// instead of the system's roots. With sslmode=require (which here verifies the
+    /// certificate and the host name, like libpq's verify-full) or sslmode=prefer.
+    #[arg(long, env = "HOOKS_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
 
     /// Allow webhook targets on loopback, private, link-local and other non-public addresses.
     #[arg(
@@ -107,6 +114,33 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Whether every host of `pg` is a Unix-domain socket directory.
+fn only_unix_sockets(pg: &tokio_postgres::Config) -> bool {
+    #[cfg(unix)]
+    {
+        pg.get_hosts()
+            .iter()
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pg;
+        false
+    }
+}
+
+/// What to write instead of the libpq TLS settings tokio-postgres does not parse.
+fn libpq_tls_hint(url: &str) -> &'static str {
+    if url.contains("verify-full") || url.contains("verify-ca") {
+        " (sslmode takes disable, prefer or require here; require already verifies the \
+         certificate and the host name, as libpq's verify-full)"
+    } else if url.contains("sslrootcert") {
+        " (give the CA bundle with --pg-ca-file (HOOKS_PG_CA_FILE) instead of sslrootcert)"
+    } else {
+        ""
+    }
+}
+
 /// `<hostname>-<pid>`.
 pub fn default_sender_id() -> String {
     let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -125,6 +159,11 @@ impl Config {
         let mut problems = Vec::new();
         if let Err(e) = self.pg_config() {
             problems.push(e);
+        }
+        if let Some(path) = &self.pg_ca_file {
+            if let Err(e) = crate::tls::load_ca_file(path) {
+                problems.push(e);
+            }
         }
         if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
             problems.push(format!(
@@ -189,11 +228,20 @@ impl Config {
             return Err("--database-url (DATABASE_URL) must not be empty".to_owned());
         }
         // The parser's message never echoes the password.
-        let mut pg = tokio_postgres::Config::from_str(self.database_url.trim()).map_err(|e| {
-            format!("--database-url (DATABASE_URL) is not a valid connection string: {e}")
+        let url = self.database_url.trim();
+        let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| {
+            format!(
+                "--database-url (DATABASE_URL) is not a valid connection string: {e}{}",
+                libpq_tls_hint(url)
+            )
         })?;
         if pg.get_hosts().is_empty() {
             return Err("--database-url (DATABASE_URL) names no host".to_owned());
+        }
+        if only_unix_sockets(&pg) {
+            // As libpq: TLS is never used over a Unix-domain socket, whatever sslmode says
+            // (Postgres refuses it there, so `require` could never connect).
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         if pg.get_application_name().is_none() {
             pg.application_name("beema-hooks-sender");
@@ -261,6 +309,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database", &self.database_label())
+            .field("pg_ca_file", &self.pg_ca_file)
             .field("allow_private_targets", &self.allow_private_targets)
             .field("admin_addr", &self.admin_addr)
             .field("concurrency", &self.concurrency)
@@ -403,6 +452,71 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(c.database_label(), "127.0.0.1:5432/app");
+    }
+
+    #[test]
+    fn sslmodes_tokio_postgres_knows_are_accepted() {
+        for mode in ["disable", "prefer", "require"] {
+            let mut c = parse(&[]);
+            c.database_url = format!("{URL}?sslmode={mode}");
+            assert_eq!(problems(&c), "", "{mode}");
+            c.database_url = format!("host=db.example user=app sslmode={mode}");
+            assert_eq!(problems(&c), "", "{mode}");
+        }
+    }
+
+    #[test]
+    fn unix_sockets_never_use_tls() {
+        use tokio_postgres::config::SslMode;
+        let mode = |url: &str| {
+            let mut c = parse(&[]);
+            c.database_url = url.to_owned();
+            match c.pg_config() {
+                Ok(pg) => pg.get_ssl_mode(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(
+            mode("host=/var/run/postgresql dbname=app sslmode=require"),
+            SslMode::Disable
+        );
+        assert_eq!(
+            mode("postgres://app@%2Fvar%2Frun%2Fpostgresql/app?sslmode=require"),
+            SslMode::Disable
+        );
+        assert_eq!(mode("host=db dbname=app sslmode=require"), SslMode::Require);
+        assert_eq!(mode("host=db dbname=app"), SslMode::Prefer);
+        assert_eq!(
+            mode("host=/var/run/postgresql,db dbname=app sslmode=require"),
+            SslMode::Require
+        );
+    }
+
+    #[test]
+    fn libpq_only_tls_settings_get_a_hint() {
+        let mut c = parse(&[]);
+        c.database_url = format!("{URL}?sslmode=verify-full");
+        let p = problems(&c);
+        assert!(
+            p.contains("require already verifies the certificate and the host name"),
+            "{p}"
+        );
+        assert!(!p.contains("s3cret"), "{p}");
+        c.database_url = "host=db user=app sslmode=verify-ca".to_owned();
+        assert!(problems(&c).contains("require already verifies"));
+        c.database_url = format!("{URL}?sslmode=require&sslrootcert=/etc/ca.pem");
+        assert!(problems(&c).contains("--pg-ca-file"));
+    }
+
+    #[test]
+    fn pg_ca_file_is_checked_before_connecting() {
+        let c = parse(&["--pg-ca-file", "/nonexistent/ca.pem"]);
+        let p = problems(&c);
+        assert!(
+            p.contains("--pg-ca-file /nonexistent/ca.pem: cannot read"),
+            "{p}"
+        );
+        assert!(parse(&[]).pg_ca_file.is_none());
     }
 
     #[test]

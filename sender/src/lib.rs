@@ -6,6 +6,7 @@
 //! wakes on a notification, a jittered poll tick or a freed slot and claims through the
 //! [`store`]; [`executor`] tasks send one attempt each behind the [`ssrf`] guard; the
 //! [`completer`] writes results back in batches. [`admin`] serves `/metrics` and `/healthz`.
+//! Both database connections go through [`tls`].
 
 pub mod admin;
 pub mod backoff;
@@ -22,6 +23,7 @@ pub mod shutdown;
 pub mod ssrf;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod worker;
 
 pub use config::Config;

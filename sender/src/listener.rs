@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -13,6 +13,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::tls::PgTls;
 
 /// The channel publishers notify.
 pub const CHANNEL: &str = "hooks_deliveries";
@@ -26,6 +27,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// every (re)connect.
 pub struct Listener {
     pg: tokio_postgres::Config,
+    tls: PgTls,
     wake: Arc<Notify>,
     health: Arc<Health>,
     metrics: Metrics,
@@ -35,12 +37,14 @@ impl Listener {
     /// A listener that wakes `wake`.
     pub fn new(
         pg: tokio_postgres::Config,
+        tls: PgTls,
         wake: Arc<Notify>,
         health: Arc<Health>,
         metrics: Metrics,
     ) -> Self {
         Self {
             pg,
+            tls,
             wake,
             health,
             metrics,
@@ -82,7 +86,7 @@ impl Listener {
     /// One connection's life: connect, LISTEN, wake the claimer, then forward notifications
     /// and ping until the connection fails.
     async fn session(&self, listening: &mut bool, reconnect: bool) -> Result<()> {
-        let (client, mut connection) = self.pg.connect(NoTls).await?;
+        let (client, mut connection) = self.pg.connect(self.tls.connector()).await?;
         let drive = async {
             loop {
                 match std::future::poll_fn(|cx| connection.poll_message(cx)).await {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
+use tokio_postgres::config::SslMode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +22,7 @@ use beema_hooks_sender::health::Health;
 use beema_hooks_sender::listener::Listener;
 use beema_hooks_sender::metrics::Metrics;
 use beema_hooks_sender::store::Store;
+use beema_hooks_sender::tls::PgTls;
 use beema_hooks_sender::worker::{Worker, WorkerSettings};
 use beema_hooks_sender::{shutdown, stats, Config, Error, Result};
 
@@ -63,6 +65,7 @@ fn init_logging(format: LogFormat) {
 
 async fn run(config: Config) -> Result<()> {
     let pg = config.pg_config().map_err(Error::Config)?;
+    let tls = PgTls::new(pg.get_ssl_mode(), config.pg_ca_file.as_deref()).map_err(Error::Config)?;
     let metrics = Metrics::new()?;
     // /healthz goes stale when nothing reached the database for this long (the claimer
     // polls every poll interval and the listener pings every 15 s, so this only trips when
@@ -90,6 +93,8 @@ async fn run(config: Config) -> Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         sender_id = %config.sender_id,
         database = %config.database_label(),
+        sslmode = ?pg.get_ssl_mode(),
+        tls = %tls.trust(),
         admin_addr = %config.admin_addr,
         concurrency = config.concurrency,
         batch_size = config.batch_size(),
@@ -98,12 +103,16 @@ async fn run(config: Config) -> Result<()> {
         allow_private_targets = config.allow_private_targets,
         "starting"
     );
+    if config.pg_ca_file.is_some() && pg.get_ssl_mode() == SslMode::Disable {
+        warn!("--pg-ca-file is ignored: the connection string says sslmode=disable");
+    }
     if config.allow_private_targets {
         warn!("--allow-private-targets is on: webhooks may reach loopback and private networks");
     }
 
     let store = Arc::new(Store::new(
         pg.clone(),
+        tls.clone(),
         config.sender_id.clone(),
         health.clone(),
         metrics.clone(),
@@ -127,14 +136,18 @@ async fn run(config: Config) -> Result<()> {
         ))
     });
     let listener = tokio::spawn(
-        Listener::new(pg, wake.clone(), health.clone(), metrics.clone()).run(stop.clone()),
+        Listener::new(pg, tls, wake.clone(), health.clone(), metrics.clone()).run(stop.clone()),
     );
     let (results_tx, results_rx) = mpsc::channel(config.concurrency.max(128) as usize * 2);
     let completer = tokio::spawn(
         // Retry results for as long as a lease can last: SQL makes it at least the request
         // timeout (at most 120 s) plus 10 s.
-        Completer::new(store.clone(), metrics.clone(), config.lease().max(Duration::from_secs(130)))
-            .run(results_rx),
+        Completer::new(
+            store.clone(),
+            metrics.clone(),
+            config.lease().max(Duration::from_secs(130)),
+        )
+        .run(results_rx),
     );
 
     let settings = WorkerSettings {

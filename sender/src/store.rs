@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
 use crate::delivery::{AttemptResult, Delivery, DeliveryKey, CLAIM_COLUMNS};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::tls::PgTls;
 
 /// Longest the sender waits for one claim, complete or release round trip.
 pub const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,6 +28,7 @@ struct Conn {
 /// Claim/complete/release over one shared, pipelined connection.
 pub struct Store {
     pg: tokio_postgres::Config,
+    tls: PgTls,
     sender_id: String,
     conn: Mutex<Option<Arc<Conn>>>,
     health: Arc<Health>,
@@ -37,12 +39,14 @@ impl Store {
     /// A store that connects on first use.
     pub fn new(
         pg: tokio_postgres::Config,
+        tls: PgTls,
         sender_id: String,
         health: Arc<Health>,
         metrics: Metrics,
     ) -> Self {
         Self {
             pg,
+            tls,
             sender_id,
             conn: Mutex::new(None),
             health,
@@ -170,7 +174,7 @@ impl Store {
 
     async fn connect(&self) -> Result<Conn> {
         let work = async {
-            let (client, connection) = self.pg.connect(NoTls).await?;
+            let (client, connection) = self.pg.connect(self.tls.connector()).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     warn!(error = %crate::error::chain(&e), "claim/complete connection closed");

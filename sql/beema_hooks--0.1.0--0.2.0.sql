@@ -6,6 +6,19 @@
 \echo Use "ALTER EXTENSION beema_hooks UPDATE TO '0.2.0'" to load this file. \quit
 
 -------------------------------------------------------------------------------------------------
+-- pg_dump keeps the rows of the extension's tables (0.1.0 did not mark them as configuration)
+-------------------------------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks_webhook_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.events', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');
+
+-------------------------------------------------------------------------------------------------
 -- publish: wildcard patterns found by their literal prefix (hooks.webhooks.pattern_prefix)
 -------------------------------------------------------------------------------------------------
 ALTER TABLE hooks.webhooks ADD COLUMN pattern_prefix text GENERATED ALWAYS AS (
@@ -35,6 +48,9 @@ $$;
 -- claim/complete: per-webhook in-flight cap (hooks.max_in_flight_per_webhook, now 32 by default)
 -- without rewriting the rows over it; complete() wakes the senders when it frees a webhook
 -------------------------------------------------------------------------------------------------
+DROP INDEX hooks.deliveries_in_flight_idx;
+CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id, next_attempt_at) WHERE status = 'in_flight';
+
 CREATE OR REPLACE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,

@@ -86,8 +86,8 @@ CREATE TABLE hooks.deliveries (
 CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
     WHERE status IN ('pending', 'retrying', 'in_flight');
 CREATE INDEX deliveries_webhook_idx ON hooks.deliveries (webhook_id, created_at);
--- claim: requests in flight per webhook (hooks.max_in_flight_per_webhook)
-CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id) WHERE status = 'in_flight';
+-- claim: live leases (requests in flight) per webhook (hooks.max_in_flight_per_webhook)
+CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id, next_attempt_at) WHERE status = 'in_flight';
 -- retention (hooks.purge): finished rows by age
 CREATE INDEX deliveries_finished_idx ON hooks.deliveries (updated_at)
     WHERE status IN ('success', 'failed', 'cancelled');
@@ -122,3 +122,16 @@ CREATE TABLE hooks.senders (
     awake       boolean     NOT NULL,
     seen_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- pg_dump writes the rows of an extension's tables only when they are marked as configuration:
+-- without this a dump and restore would keep the extension and lose every webhook, event and
+-- delivery. The sequences are marked too, so new ids continue after the restored ones.
+SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks_webhook_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.events', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.events_event_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');

@@ -17,7 +17,7 @@ pub fn admin_url() -> String {
 }
 
 /// `url` with its database (the path) replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

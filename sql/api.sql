@@ -277,74 +277,79 @@ BEGIN
                  WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer))
           INTO v_cand, v_mine;
 
-        WITH due AS (
-            SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
-                   d.next_attempt_at
-              FROM hooks.deliveries d
-             WHERE d.delivery_id = ANY (v_cand)
-        ), busy AS (
-            -- read after taking the claim locks, so it includes every other claim
-            SELECT x.webhook_id, count(*) AS n
-              FROM hooks.deliveries x
-             WHERE v_cap > 0 AND x.webhook_id = ANY (v_mine)
-               AND x.status = 'in_flight' AND x.next_attempt_at > v_now
-             GROUP BY x.webhook_id
-        ), plan AS (
-            SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
-                   CASE
-                       WHEN NOT w.enabled THEN 'cancel'
-                       WHEN w.paused_until > v_now THEN 'wait'
-                       WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
-                            AND coalesce(busy.n, 0)
-                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
-                           THEN 'wait'
-                       -- another sender is claiming this webhook, or it is at the cap: left as
-                       -- it is (unlocked at commit) for a later claim
-                       WHEN v_cap > 0 AND NOT (due.webhook_id = ANY (v_mine)) THEN 'over'
-                       WHEN v_cap > 0
-                            AND coalesce(busy.n, 0)
-                                + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_cap
-                           THEN 'over'
-                       ELSE 'claim'
-                   END AS action
-              FROM due
-              JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
-              LEFT JOIN busy ON busy.webhook_id = due.webhook_id
-        ), lost AS (
-            INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
-            SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
-                   'lease_expired', 'lease expired before the sender reported a result'
-              FROM plan
-             WHERE plan.status = 'in_flight' AND plan.action <> 'over'
-        ), skipped AS (
-            UPDATE hooks.deliveries d
-               SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
-                                 WHEN plan.status = 'in_flight' THEN 'retrying'
-                                 ELSE plan.status END,
-                   error_message = CASE WHEN plan.action = 'cancel'
-                                        THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
-                                        ELSE d.error_message END,
-                   next_attempt_at = CASE WHEN plan.action = 'cancel' THEN d.next_attempt_at
-                                          ELSE greatest(plan.paused_until, v_now + interval '1 second') END,
-                   lease_owner = NULL,
-                   updated_at = now()
-              FROM plan
-             WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait')
-            RETURNING 1
-        ), claimed AS (
-            UPDATE hooks.deliveries d
-               SET status = 'in_flight',
-                   attempt_number = d.attempt_number + 1,
-                   lease_owner = v_sender,
-                   next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
-                   updated_at = now()
-              FROM plan
-             WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
-            RETURNING d.delivery_id
-        )
-        SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
-               (SELECT count(*) FROM skipped)
-          INTO v_ids, v_skipped;
+        IF v_cand IS NULL THEN  -- nothing due
+            v_ids := NULL;
+            v_skipped := 0;
+        ELSE
+            WITH due AS (
+                SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
+                       d.next_attempt_at
+                  FROM hooks.deliveries d
+                 WHERE d.delivery_id = ANY (v_cand)
+            ), busy AS (
+                -- read after taking the claim locks, so it includes every other claim
+                SELECT x.webhook_id, count(*) AS n
+                  FROM hooks.deliveries x
+                 WHERE v_cap > 0 AND x.webhook_id = ANY (v_mine)
+                   AND x.status = 'in_flight' AND x.next_attempt_at > v_now
+                 GROUP BY x.webhook_id
+            ), plan AS (
+                SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
+                       CASE
+                           WHEN NOT w.enabled THEN 'cancel'
+                           WHEN w.paused_until > v_now THEN 'wait'
+                           WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
+                                AND coalesce(busy.n, 0)
+                                    + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
+                               THEN 'wait'
+                           -- another sender is claiming this webhook, or it is at the cap: left as
+                           -- it is (unlocked at commit) for a later claim
+                           WHEN v_cap > 0 AND NOT (due.webhook_id = ANY (v_mine)) THEN 'over'
+                           WHEN v_cap > 0
+                                AND coalesce(busy.n, 0)
+                                    + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_cap
+                               THEN 'over'
+                           ELSE 'claim'
+                       END AS action
+                  FROM due
+                  JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id
+                  LEFT JOIN busy ON busy.webhook_id = due.webhook_id
+            ), lost AS (
+                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+                SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
+                       'lease_expired', 'lease expired before the sender reported a result'
+                  FROM plan
+                 WHERE plan.status = 'in_flight' AND plan.action <> 'over'
+            ), skipped AS (
+                UPDATE hooks.deliveries d
+                   SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
+                                     WHEN plan.status = 'in_flight' THEN 'retrying'
+                                     ELSE plan.status END,
+                       error_message = CASE WHEN plan.action = 'cancel'
+                                            THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
+                                            ELSE d.error_message END,
+                       next_attempt_at = CASE WHEN plan.action = 'cancel' THEN d.next_attempt_at
+                                              ELSE greatest(plan.paused_until, v_now + interval '1 second') END,
+                       lease_owner = NULL,
+                       updated_at = now()
+                  FROM plan
+                 WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait')
+                RETURNING 1
+            ), claimed AS (
+                UPDATE hooks.deliveries d
+                   SET status = 'in_flight',
+                       attempt_number = d.attempt_number + 1,
+                       lease_owner = v_sender,
+                       next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
+                       updated_at = now()
+                  FROM plan
+                 WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
+                RETURNING d.delivery_id
+            )
+            SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
+                   (SELECT count(*) FROM skipped)
+              INTO v_ids, v_skipped;
+        END IF;
         v_claimed := coalesce(cardinality(v_ids), 0);
 
         IF v_claimed > 0 THEN

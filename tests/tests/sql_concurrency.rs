@@ -35,9 +35,18 @@ async fn publish_many(db: &TestDb, tenant: &str, event_type: &str, n: i64) {
 /// Four sessions claim in loops, each claim inside its own transaction held open a few
 /// milliseconds (so the others hit locked rows and must SKIP them), until the queue is empty.
 /// No delivery may be handed out twice while its lease holds, and every one must be handed out.
+/// The per-webhook cap is off here (its leases last 5 minutes, so one webhook's 2,000 rows
+/// would stop at the cap): this is the row-level race; `operations.rs` races senders under the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_share_a_delivery() {
     let db = TestDb::new().await;
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = 0",
+            db.name()
+        ))
+        .await
+        .unwrap();
     db.register(&Webhook::new("race", "t1", "race/item", NOWHERE))
         .await;
     publish_many(&db, "t1", "race/item", DELIVERIES).await;
@@ -174,16 +183,23 @@ async fn concurrent_claimers_never_share_a_delivery() {
 }
 
 /// Two sessions inside open transactions: the second claim skips the rows the first has locked
-/// (FOR UPDATE SKIP LOCKED) instead of waiting or taking them.
+/// (FOR UPDATE SKIP LOCKED) instead of waiting or taking them. With the per-webhook cap on (the
+/// default) a webhook is claimed by one session at a time: the second skips its rows entirely
+/// while the first claim is open, again without waiting, and gets them once it commits.
 #[tokio::test]
 async fn second_session_skips_rows_locked_by_an_open_claim() {
     let db = TestDb::new().await;
     db.register(&Webhook::new("skip", "t1", "race/item", NOWHERE))
         .await;
+    db.register(&Webhook::new("capped", "t1", "capped/item", NOWHERE))
+        .await;
     publish_many(&db, "t1", "race/item", 10).await;
 
     let mut a = db.connect().await;
     let mut b = db.connect().await;
+    for c in [&a, &b] {
+        c.batch_execute("SET hooks.max_in_flight_per_webhook = 0").await.unwrap();
+    }
     let ta = a.transaction().await.unwrap();
     let got_a: HashSet<i64> = ta
         .query("SELECT delivery_id FROM hooks.claim('a', 6)", &[])
@@ -218,6 +234,34 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
     );
     tb.commit().await.unwrap();
     ta.commit().await.unwrap();
+
+    // The cap on: B skips the webhook A is claiming, then gets the rest after A commits.
+    publish_many(&db, "t1", "capped/item", 10).await;
+    for c in [&a, &b] {
+        c.batch_execute("RESET hooks.max_in_flight_per_webhook").await.unwrap();
+    }
+    let ta = a.transaction().await.unwrap();
+    let got_a = ta
+        .query("SELECT delivery_id FROM hooks.claim('a', 6)", &[])
+        .await
+        .unwrap()
+        .len();
+    let during = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.query("SELECT delivery_id FROM hooks.claim('b', 100)", &[]),
+    )
+    .await
+    .expect("claim B blocked on A's claim lock instead of skipping the webhook")
+    .unwrap()
+    .len();
+    ta.commit().await.unwrap();
+    let after = b
+        .query("SELECT delivery_id FROM hooks.claim('b', 100)", &[])
+        .await
+        .unwrap()
+        .len();
+    println!("with the cap: A got {got_a}, B got {during} during A's claim and {after} after");
+    assert_eq!((got_a, during, after), (6, 0, 4));
     db.cleanup().await;
 }
 

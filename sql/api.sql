@@ -53,19 +53,9 @@ CREATE TRIGGER webhooks_after_disable
 -- Matching and publishing.
 -------------------------------------------------------------------------------------------------
 
--- The prefixes of an event type that a wildcard pattern's literal part (hooks.webhooks.
--- pattern_prefix) can be: '' and each prefix ending with a separator ('' and 'claim/' for
--- 'claim/opened').
-CREATE FUNCTION hooks._prefixes(event_type text) RETURNS text[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT array_agg(left($1, i) ORDER BY i)
-      FROM generate_series(0, length($1)) AS i
-     WHERE i = 0 OR substr($1, i, 1) IN ('/', '.')
-$$;
-
 -- The enabled webhooks of a tenant whose pattern selects an event type. hooks.publish uses this
 -- very function (the planner inlines it). Exact patterns are found through an index; wildcard
--- patterns through their literal prefix (hooks._prefixes), then tested with
+-- patterns through their literal prefix (hooks._prefixes(), in Rust), then tested with
 -- hooks.pattern_matches(), so a tenant's unrelated patterns are never read.
 CREATE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
@@ -249,7 +239,9 @@ BEGIN
         -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
         -- rows this claim passes over.
         v_full := '{}';
-        IF v_cap > 0 THEN
+        IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.deliveries x  -- at least v_cap in flight at all
+                                  WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
+                                 OFFSET v_cap - 1) THEN
             SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
               FROM (SELECT x.webhook_id
                       FROM hooks.deliveries x

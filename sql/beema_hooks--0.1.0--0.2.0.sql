@@ -26,12 +26,13 @@ ALTER TABLE hooks.webhooks ADD COLUMN pattern_prefix text GENERATED ALWAYS AS (
 DROP INDEX hooks.webhooks_pattern_idx;
 CREATE INDEX webhooks_prefix_idx ON hooks.webhooks (tenant_id, pattern_prefix) WHERE enabled AND is_pattern;
 
-CREATE OR REPLACE FUNCTION hooks._prefixes(event_type text) RETURNS text[]
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT array_agg(left($1, i) ORDER BY i)
-      FROM generate_series(0, length($1)) AS i
-     WHERE i = 0 OR substr($1, i, 1) IN ('/', '.')
-$$;
+-- the literal prefixes a matching wildcard pattern can have (Rust, beema_hooks_ext/src/publish.rs)
+CREATE FUNCTION hooks."_prefixes"(
+	"event_type" TEXT /* & str */
+) RETURNS TEXT[] /* Vec < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'prefixes_wrapper';
 
 CREATE OR REPLACE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
@@ -92,7 +93,9 @@ BEGIN
         -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
         -- rows this claim passes over.
         v_full := '{}';
-        IF v_cap > 0 THEN
+        IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.deliveries x  -- at least v_cap in flight at all
+                                  WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
+                                 OFFSET v_cap - 1) THEN
             SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
               FROM (SELECT x.webhook_id
                       FROM hooks.deliveries x

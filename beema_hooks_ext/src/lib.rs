@@ -25,6 +25,7 @@ pgrx::extension_sql_file!(
         "schema",
         publish::prepare_event,
         publish::pattern_matches,
+        publish::prefixes,
         signing::sign,
         signing::sign_standard,
         signing::generate_secret,

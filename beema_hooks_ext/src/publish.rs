@@ -55,3 +55,14 @@ pub(crate) fn strong_random(buf: &mut [u8]) {
 fn pattern_matches(pattern: &str, event_type: &str) -> bool {
     pattern::matches(pattern, event_type)
 }
+
+/// The literal prefixes a wildcard pattern must have to select `event_type` (`{"",claim/}` for
+/// `claim/opened`): `hooks.match` looks up the patterns whose `pattern_prefix` is one of them.
+/// NULL in, NULL out.
+#[pg_extern(immutable, strict, parallel_safe, name = "_prefixes")]
+fn prefixes(event_type: &str) -> Vec<String> {
+    pattern::candidate_prefixes(event_type)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}

@@ -88,6 +88,27 @@ pub fn matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
+/// The literal text before a wildcard pattern's first `*`: `claim/` for `claim/*`, empty for
+/// `*` and `*.created`; `None` for an exact pattern. `hooks.webhooks.pattern_prefix` holds it.
+pub fn literal_prefix(pattern: &str) -> Option<&str> {
+    pattern.find('*').map(|i| &pattern[..i])
+}
+
+/// The literal prefixes a wildcard pattern must have to select `event_type`: the empty string
+/// and each prefix ending with a separator (`""` and `"claim/"` for `claim/opened`). Since a
+/// `*` stands for a whole segment, a matching pattern's [`literal_prefix`] is one of them, so
+/// `hooks.match` looks up only the patterns with these prefixes.
+pub fn candidate_prefixes(event_type: &str) -> Vec<&str> {
+    let mut out = vec![""];
+    out.extend(
+        event_type
+            .char_indices()
+            .filter(|&(_, c)| is_separator(c))
+            .map(|(i, c)| &event_type[..i + c.len_utf8()]),
+    );
+    out
+}
+
 /// Splits off the first segment: `("claim", Some(('/', "opened")))`.
 fn split_first(s: &str) -> (&str, Option<(char, &str)>) {
     match s.find(is_separator) {
@@ -110,6 +131,19 @@ mod tests {
         assert!(!matches("policy/bound", "policy/bounds"));
         assert!(matches("*", "policy/bound"));
         assert!(matches("*", "x"));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(literal_prefix("claim/*"), Some("claim/"));
+        assert_eq!(literal_prefix("*.created"), Some(""));
+        assert_eq!(literal_prefix("*"), Some(""));
+        assert_eq!(literal_prefix("a/*/c"), Some("a/"));
+        assert_eq!(literal_prefix("policy/bound"), None);
+        assert_eq!(candidate_prefixes("claim/opened"), vec!["", "claim/"]);
+        assert_eq!(candidate_prefixes("a/b.c/d"), vec!["", "a/", "a/b.", "a/b.c/"]);
+        assert_eq!(candidate_prefixes("x"), vec![""]);
+        assert_eq!(candidate_prefixes("é/ü"), vec!["", "é/"]);
     }
 
     #[test]
@@ -173,6 +207,33 @@ mod tests {
             prop_assert!(validate_event_type("e", &e).is_ok());
             prop_assert!(matches(&e, &e));
             prop_assert!(matches("*", &e));
+        }
+
+        #[test]
+        fn a_matching_patterns_prefix_is_a_candidate(
+            segs in prop::collection::vec(segment(), 1..6),
+            stars in prop::collection::vec(any::<bool>(), 6),
+            dots in prop::collection::vec(any::<bool>(), 6),
+        ) {
+            // an event type with mixed separators, and a pattern with any segments starred
+            let mut e = String::new();
+            let mut p = String::new();
+            for (i, seg) in segs.iter().enumerate() {
+                if i > 0 {
+                    let sep = if dots[i] { '.' } else { '/' };
+                    e.push(sep);
+                    p.push(sep);
+                }
+                e.push_str(seg);
+                p.push_str(if stars[i] { "*" } else { seg });
+            }
+            prop_assert!(matches(&p, &e));
+            let cands = candidate_prefixes(&e);
+            match literal_prefix(&p) {
+                Some(prefix) => prop_assert!(cands.contains(&prefix), "{p:?} -> {prefix:?} not in {cands:?}"),
+                None => prop_assert_eq!(&p, &e),
+            }
+            prop_assert!(cands.contains(&literal_prefix("*").unwrap()));
         }
 
         #[test]

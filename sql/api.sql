@@ -211,7 +211,10 @@ DECLARE
     v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     v_full      bigint[];
     v_cand      bigint[];
+    v_cand_wh   bigint[];
     v_mine      bigint[];
+    v_scan      integer;
+    v_last_full timestamptz;
     v_ids       bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
@@ -250,24 +253,59 @@ BEGIN
                     HAVING count(*) >= v_cap) AS b;
         END IF;
 
-        -- Lock the oldest due rows, and take each of their webhooks' claim lock (transaction
-        -- advisory lock, skipped when another sender holds it): counting a webhook's requests
-        -- in flight and claiming more is then one step no other sender interleaves with.
-        WITH due AS (
-            SELECT d.delivery_id, d.webhook_id
-              FROM hooks.deliveries d
-             WHERE d.status IN ('pending', 'retrying', 'in_flight')
-               AND d.next_attempt_at <= v_now
-               AND d.webhook_id <> ALL (v_full)
-             ORDER BY d.next_attempt_at
-             LIMIT max_rows
-               FOR UPDATE SKIP LOCKED
-        )
-        SELECT (SELECT array_agg(due.delivery_id) FROM due),
-               (SELECT coalesce(array_agg(h.webhook_id), '{}')
-                  FROM (SELECT DISTINCT due.webhook_id FROM due) AS h
-                 WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer))
-          INTO v_cand, v_mine;
+        -- Which due rows to look at. Normally all, oldest first. While webhooks are at the cap,
+        -- their rows can be most of the due backlog, and reading past all of them on every
+        -- claim would cost more than the claim: then only the oldest v_scan due rows are read,
+        -- except for one full look per second per sender, which finds any row further behind.
+        v_scan := NULL;
+        IF cardinality(v_full) > 0 THEN
+            v_last_full := nullif(current_setting('beema_hooks.full_look_at', true), '')::timestamptz;
+            IF v_last_full IS NULL OR v_last_full > v_now OR v_now - v_last_full >= interval '1 second' THEN
+                PERFORM set_config('beema_hooks.full_look_at', v_now::text, false);
+            ELSE
+                v_scan := greatest(1000, 4 * max_rows);
+            END IF;
+        END IF;
+
+        -- Lock the oldest due rows (of webhooks not at the cap).
+        IF v_scan IS NULL THEN
+            WITH due AS (
+                SELECT d.delivery_id, d.webhook_id
+                  FROM hooks.deliveries d
+                 WHERE d.status IN ('pending', 'retrying', 'in_flight')
+                   AND d.next_attempt_at <= v_now
+                   AND d.webhook_id <> ALL (v_full)
+                 ORDER BY d.next_attempt_at
+                 LIMIT max_rows
+                   FOR UPDATE SKIP LOCKED
+            )
+            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
+        ELSE
+            WITH due AS (
+                SELECT d.delivery_id, d.webhook_id
+                  FROM hooks.deliveries d
+                 WHERE d.delivery_id = ANY (ARRAY(SELECT x.delivery_id
+                                                    FROM hooks.deliveries x
+                                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
+                                                     AND x.next_attempt_at <= v_now
+                                                   ORDER BY x.next_attempt_at
+                                                   LIMIT v_scan))
+                   AND d.status IN ('pending', 'retrying', 'in_flight')
+                   AND d.next_attempt_at <= v_now
+                   AND d.webhook_id <> ALL (v_full)
+                 ORDER BY d.next_attempt_at
+                 LIMIT max_rows
+                   FOR UPDATE OF d SKIP LOCKED
+            )
+            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
+        END IF;
+
+        -- Take each of their webhooks' claim lock (transaction advisory lock, skipped when
+        -- another sender holds it): counting a webhook's requests in flight and claiming more
+        -- is then one step no other sender interleaves with.
+        SELECT coalesce(array_agg(h.webhook_id), '{}') INTO v_mine
+          FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
+         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer);
 
         IF v_cand IS NULL THEN  -- nothing due
             v_ids := NULL;

@@ -44,3 +44,27 @@ SET LOCAL hooks.max_in_flight_per_webhook = 0;
 UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second' WHERE status = 'in_flight';
 SELECT count(*) AS claimed_without_cap FROM hooks.claim('s4', 100);
 ROLLBACK;
+
+-- A webhook at its cap with more due rows than a claim reads while webhooks are capped
+-- (greatest(1000, 4 * max_rows)): other webhooks' rows behind them are found by the one full
+-- look per second and sender session, so they wait at most about a second.
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
+    ('acme', 'big',   'big/*',   'https://big.example/',   'secret-0003'),
+    ('acme', 'small', 'small/*', 'https://small.example/', 'secret-0004');
+SELECT count(hooks.publish(format('{"event": "big/x", "id": "g%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 1200) i;
+UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 minute';
+SELECT count(*) AS big_in_flight FROM hooks.claim('holder', 32);
+SELECT count(hooks.publish(format('{"event": "small/x", "id": "s%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 3) i;
+-- the first claim of a session looks at everything (forget the full look of part one)
+SELECT set_config('beema_hooks.full_look_at', '', false) IS NOT NULL AS reset;
+SELECT count(*) AS small_claimed_by_full_look FROM hooks.claim('s5', 100);
+SELECT count(hooks.publish(format('{"event": "small/x", "id": "t%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 3) i;
+-- within the second, only the oldest 1,000 due rows: all big's
+SELECT count(*) AS small_claimed_within_the_second FROM hooks.claim('s5', 100);
+SELECT pg_sleep(1.1);
+SELECT count(*) AS small_claimed_after_a_second FROM hooks.claim('s5', 100);
+ROLLBACK;

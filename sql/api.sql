@@ -441,8 +441,6 @@ DECLARE
     v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     v_applied   integer;
     v_freed     boolean;
-    v_ids       bigint[];
-    v_wh        bigint[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -451,12 +449,6 @@ BEGIN
     END IF;
 
     PERFORM set_config('synchronous_commit', 'off', true);  -- as in hooks.claim
-
-    -- The deliveries and webhooks concerned, as arrays: with "= ANY (array)" beside the joins the
-    -- (cached, generic) plan looks them up by key; joined to jsonb_to_recordset alone, whose row
-    -- count the planner cannot know, it scanned whole tables.
-    v_ids := ARRAY(SELECT (e->>'delivery_id')::bigint FROM jsonb_array_elements(results) AS e);
-    v_wh := ARRAY(SELECT DISTINCT d.webhook_id FROM hooks.deliveries d WHERE d.delivery_id = ANY (v_ids));
 
     WITH r AS (
         SELECT *
@@ -472,8 +464,8 @@ BEGIN
                     ELSE left(coalesce(r.error, 'HTTP ' || r.status_code, 'unknown error'), 1000)
                END AS err
           FROM r
-          JOIN hooks.deliveries d ON d.delivery_id = r.delivery_id AND d.delivery_id = ANY (v_ids)
-          JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id AND w.webhook_id = ANY (v_wh)
+          JOIN hooks.deliveries d ON d.delivery_id = r.delivery_id
+          JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
            FOR UPDATE OF d
     ), upd AS (
         UPDATE hooks.deliveries d
@@ -494,7 +486,7 @@ BEGIN
                lease_owner = NULL,
                updated_at = now()
           FROM cur
-         WHERE d.delivery_id = cur.delivery_id AND d.delivery_id = ANY (v_ids) AND cur.holds
+         WHERE d.delivery_id = cur.delivery_id AND cur.holds
         RETURNING d.delivery_id
     ), log AS (
         INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
@@ -538,7 +530,7 @@ BEGIN
                             || ' (hooks.disable_after_failing_hours = ' || v_disable || ')'
                    ELSE w.disabled_reason END
           FROM per_webhook s
-         WHERE w.webhook_id = s.webhook_id AND w.webhook_id = ANY (v_wh)
+         WHERE w.webhook_id = s.webhook_id
            -- a healthy webhook's row is written at most once a second, not once per batch
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL

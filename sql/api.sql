@@ -429,8 +429,11 @@ $$;
 -- holds the lease of that attempt. 2xx -> success; 410 -> failed and the webhook disabled; the
 -- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
 -- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
+-- enable_seqscan = off: the planner cannot know how many rows jsonb_to_recordset gives, and
+-- while hooks.deliveries looked small its cached plans hash-joined against whole-table scans,
+-- which then grew with the table (P3 in BENCHMARKS.md); a batch only ever touches its own rows.
 CREATE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;

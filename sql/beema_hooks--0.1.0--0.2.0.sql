@@ -279,7 +279,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;

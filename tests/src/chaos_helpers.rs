@@ -303,7 +303,8 @@ async fn serve(
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
-fn pg_bin() -> PathBuf {
+/// The Postgres binaries' directory: `PG_BIN`, or Debian's for Postgres 15.
+pub fn pg_bin() -> PathBuf {
     std::env::var_os("PG_BIN")
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)

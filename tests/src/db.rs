@@ -140,6 +140,15 @@ impl TestDb {
         row.get(0)
     }
 
+    /// `ALTER DATABASE <this> SET <name> = <value>`: the setting for every later session,
+    /// the sender's included.
+    pub async fn set_default(&self, name: &str, value: impl std::fmt::Display) {
+        self.client
+            .batch_execute(&format!("ALTER DATABASE {} SET {name} = {value}", self.name))
+            .await
+            .unwrap_or_else(|e| panic!("ALTER DATABASE ... SET {name}: {e}"));
+    }
+
     /// `count(*)` of a query's rows.
     pub async fn count(&self, sql_from_where: &str) -> i64 {
         self.one::<i64>(&format!("SELECT count(*) FROM {sql_from_where}"))

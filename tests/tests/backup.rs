@@ -3,19 +3,12 @@
 //! with `pg_extension_config_dump`, without which pg_dump would write the extension but none of
 //! its rows), and the restored outbox keeps working, with new ids after the restored ones.
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use beema_hooks_e2e::chaos_helpers::pg_bin;
 use beema_hooks_e2e::db::{admin_url, connect, with_database, TestDb, Webhook};
 use serde_json::json;
 use tokio_postgres::Client;
-
-fn pg_tool(name: &str) -> PathBuf {
-    std::env::var_os("PG_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
-        .join(name)
-}
 
 /// Row count and a digest of every row, per table of the extension.
 async fn fingerprint(client: &Client) -> Vec<(String, i64, String)> {
@@ -83,7 +76,7 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     let dir = std::env::temp_dir().join(beema_hooks_e2e::unique_name("beema_dump"));
     std::fs::create_dir_all(&dir).unwrap();
     let dump = dir.join("db.dump");
-    run(Command::new(pg_tool("pg_dump"))
+    run(Command::new(pg_bin().join("pg_dump"))
         .arg("--format=custom")
         .arg(format!("--file={}", dump.display()))
         .arg(format!("--dbname={}", db.url())));
@@ -95,7 +88,7 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
         .await
         .unwrap();
     let restored_url = with_database(&admin_url(), &restored_name);
-    run(Command::new(pg_tool("pg_restore"))
+    run(Command::new(pg_bin().join("pg_restore"))
         .arg("--exit-on-error")
         .arg(format!("--dbname={restored_url}"))
         .arg(&dump));

@@ -540,14 +540,7 @@ async fn breaker_pauses_keeps_attempts_probes_and_resumes_while_healthy_flows() 
 async fn hanging_endpoint_vs_healthy(concurrency: u32, hanging: i64) {
     let db = TestDb::new().await;
     // At most half of the sender's slots per webhook (read by the sender's sessions at connect).
-    db.client()
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = {}",
-            db.name(),
-            concurrency / 2
-        ))
-        .await
-        .unwrap();
+    db.set_default("hooks.max_in_flight_per_webhook", concurrency / 2).await;
     let rx = Receiver::start().await;
     rx.always("/hang", Reply::ok().delay(Duration::from_secs(30)));
     let (hang, _) = db
@@ -658,13 +651,7 @@ async fn a_capped_webhook_drains_its_backlog_at_the_cap_without_waiting_for_poll
     const N: usize = 400;
     const CAP: usize = 4;
     let db = TestDb::new().await;
-    db.client()
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = {CAP}",
-            db.name()
-        ))
-        .await
-        .unwrap();
+    db.set_default("hooks.max_in_flight_per_webhook", CAP).await;
     let rx = Receiver::start().await;
     rx.always("/one", Reply::ok().delay(Duration::from_millis(20)));
     let (id, secret) = db

@@ -40,13 +40,7 @@ async fn publish_many(db: &TestDb, tenant: &str, event_type: &str, n: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_share_a_delivery() {
     let db = TestDb::new().await;
-    db.client()
-        .batch_execute(&format!(
-            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = 0",
-            db.name()
-        ))
-        .await
-        .unwrap();
+    db.set_default("hooks.max_in_flight_per_webhook", 0).await;
     db.register(&Webhook::new("race", "t1", "race/item", NOWHERE))
         .await;
     publish_many(&db, "t1", "race/item", DELIVERIES).await;

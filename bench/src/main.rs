@@ -176,7 +176,24 @@ impl Ctx {
         }
         let url = db_url(&self.admin_url, name);
         let db = connect(&url).await?;
-        db.batch_execute("CREATE EXTENSION beema_hooks").await?;
+        // BEEMA_BENCH_EXT_VERSION: measure an older version of the SQL (with the installed
+        // library), for A/B comparisons in one run.
+        let create = match std::env::var("BEEMA_BENCH_EXT_VERSION") {
+            Ok(v) if !v.is_empty() => format!(
+                "CREATE EXTENSION beema_hooks VERSION '{}'",
+                v.replace('\'', "''")
+            ),
+            _ => "CREATE EXTENSION beema_hooks".to_string(),
+        };
+        db.batch_execute(&create).await?;
+        // BEEMA_BENCH_SETUP_SQL: a file of SQL run after CREATE EXTENSION, for experiments
+        // (for example a changed function) without installing the extension again.
+        if let Ok(path) = std::env::var("BEEMA_BENCH_SETUP_SQL") {
+            if !path.is_empty() {
+                let sql = std::fs::read_to_string(&path)?;
+                db.batch_execute(&sql).await?;
+            }
+        }
         Ok((url, db))
     }
 

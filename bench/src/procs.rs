@@ -228,7 +228,7 @@ impl Sender {
         let (_, body) = http(self.admin, "GET", "/metrics").await.ok()?;
         body.lines()
             .filter(|l| !l.starts_with('#'))
-            .find(|l| l.split(|c| c == ' ' || c == '{').next() == Some(name))?
+            .find(|l| l.split([' ', '{']).next() == Some(name))?
             .rsplit(' ')
             .next()?
             .parse()

@@ -197,12 +197,16 @@ $$;
 -- healthy webhooks. A webhook with hooks.max_in_flight_per_webhook requests in flight (live
 -- leases, all senders) is passed over: its due rows stay as they are, neither locked nor
 -- rewritten, and hooks.complete() wakes the senders when it frees such a webhook.
+-- When nothing is due, the sender goes idle (publishers notify again) unless stay_awake asks it
+-- to stay awake, for a sender that promises to claim again within milliseconds.
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
-CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
+-- Plans: only index lookups and nested loops (see hooks.complete).
+CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds',
+                            stay_awake boolean DEFAULT false)
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := claim.sender_id;
@@ -401,12 +405,19 @@ BEGIN
               JOIN hooks.events e ON e.event_id = d.event_id
              WHERE d.delivery_id = ANY (v_ids)
              ORDER BY d.delivery_id;
-            -- Awake: hold the shared "awake" lock once, so publishers skip NOTIFY.
-            PERFORM pg_advisory_unlock_all();
+            -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
+            -- every claim while awake (a session lock counts its holds) rather than dropped and
+            -- retaken, so it is never free while this sender is awake; going idle drops all.
             PERFORM pg_try_advisory_lock_shared(7233327398000002);
             EXIT;
         END IF;
         CONTINUE WHEN v_skipped > 0;  -- only rows to skip so far: look further
+        -- Nothing due, and the sender will look again shortly: stay awake, publishers keep
+        -- skipping NOTIFY, and no commit needs waiting for (the next claim sees it).
+        IF stay_awake THEN
+            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            EXIT;
+        END IF;
         -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender
         -- awake to finish committing, and look once more.
         PERFORM pg_advisory_unlock_all();
@@ -417,7 +428,7 @@ BEGIN
 
     -- For DBAs: which senders exist and whether they are awake (written on changes only).
     INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
-    VALUES (v_sender, v_claimed > 0, now())
+    VALUES (v_sender, v_claimed > 0 OR coalesce(stay_awake, false), now())
     ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE
        SET awake = EXCLUDED.awake, seen_at = EXCLUDED.seen_at
      WHERE s.awake IS DISTINCT FROM EXCLUDED.awake OR s.seen_at < EXCLUDED.seen_at - interval '2 seconds';
@@ -429,11 +440,14 @@ $$;
 -- holds the lease of that attempt. 2xx -> success; 410 -> failed and the webhook disabled; the
 -- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
 -- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
--- enable_seqscan = off: the planner cannot know how many rows jsonb_to_recordset gives, and
--- while hooks.deliveries looked small its cached plans hash-joined against whole-table scans,
--- which then grew with the table (P3 in BENCHMARKS.md); a batch only ever touches its own rows.
+-- Plans: only index lookups and nested loops. The planner cannot know how many rows
+-- jsonb_to_recordset gives (it assumes 100), and while hooks.deliveries looked small (a new
+-- database, or statistics from before a bulk load) the session's cached plans hash- or
+-- merge-joined the batch against whole-table or whole-index scans, whose cost then grew with
+-- the table: 19 ms per batch of 24 at 15,000 rows (BENCHMARKS.md, P3). A batch only ever
+-- touches its own rows, found by primary key.
 CREATE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;
@@ -559,8 +573,9 @@ END
 $$;
 
 -- Gives back claimed deliveries that were never sent: due at once, the attempt not counted.
+-- Plans: as in hooks.complete.
 CREATE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender   text := release.sender_id;

@@ -52,11 +52,14 @@ $$;
 DROP INDEX hooks.deliveries_in_flight_idx;
 CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id, next_attempt_at) WHERE status = 'in_flight';
 
-CREATE OR REPLACE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds')
+-- stay_awake (a sender lingering after rows) is a new argument: a new function
+DROP FUNCTION hooks.claim(text, integer, interval);
+CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds',
+                            stay_awake boolean DEFAULT false)
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := claim.sender_id;
@@ -255,12 +258,19 @@ BEGIN
               JOIN hooks.events e ON e.event_id = d.event_id
              WHERE d.delivery_id = ANY (v_ids)
              ORDER BY d.delivery_id;
-            -- Awake: hold the shared "awake" lock once, so publishers skip NOTIFY.
-            PERFORM pg_advisory_unlock_all();
+            -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
+            -- every claim while awake (a session lock counts its holds) rather than dropped and
+            -- retaken, so it is never free while this sender is awake; going idle drops all.
             PERFORM pg_try_advisory_lock_shared(7233327398000002);
             EXIT;
         END IF;
         CONTINUE WHEN v_skipped > 0;  -- only rows to skip so far: look further
+        -- Nothing due, and the sender will look again shortly: stay awake, publishers keep
+        -- skipping NOTIFY, and no commit needs waiting for (the next claim sees it).
+        IF stay_awake THEN
+            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            EXIT;
+        END IF;
         -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender
         -- awake to finish committing, and look once more.
         PERFORM pg_advisory_unlock_all();
@@ -271,7 +281,7 @@ BEGIN
 
     -- For DBAs: which senders exist and whether they are awake (written on changes only).
     INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
-    VALUES (v_sender, v_claimed > 0, now())
+    VALUES (v_sender, v_claimed > 0 OR coalesce(stay_awake, false), now())
     ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE
        SET awake = EXCLUDED.awake, seen_at = EXCLUDED.seen_at
      WHERE s.awake IS DISTINCT FROM EXCLUDED.awake OR s.seen_at < EXCLUDED.seen_at - interval '2 seconds';
@@ -279,7 +289,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;
@@ -404,6 +414,41 @@ BEGIN
 END
 $$;
 
+-- release: plans without whole-table scans, as complete
+CREATE OR REPLACE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+#variable_conflict use_column
+DECLARE
+    v_sender   text := release.sender_id;
+    v_released integer;
+BEGIN
+    PERFORM hooks._check_sender_id(v_sender);
+    IF deliveries IS NULL OR jsonb_typeof(deliveries) <> 'array' THEN
+        RAISE EXCEPTION 'deliveries must be a JSON array of {"delivery_id", "attempt_number"}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    WITH r AS (
+        SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer)
+    ), upd AS (
+        UPDATE hooks.deliveries d
+           SET status = CASE WHEN d.attempt_number > 1 THEN 'retrying' ELSE 'pending' END,
+               attempt_number = d.attempt_number - 1,
+               next_attempt_at = now(),
+               lease_owner = NULL,
+               updated_at = now()
+          FROM r
+         WHERE d.delivery_id = r.delivery_id AND d.status = 'in_flight'
+           AND d.lease_owner = v_sender AND d.attempt_number = r.attempt_number
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_released FROM upd;
+    RETURN v_released;
+END
+$$;
+
 -- CREATE OR REPLACE resets these (security.sql sets them at install)
-ALTER FUNCTION hooks.claim(text, integer, interval) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.claim(text, integer, interval, boolean) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean) TO hooks_sender;

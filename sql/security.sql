@@ -31,11 +31,11 @@ $$;
 -- Functions that cross tenants or read secrets run as the extension's owner, with a pinned
 -- search_path; only the roles meant to call them may.
 ALTER FUNCTION hooks.publish(jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
-ALTER FUNCTION hooks.claim(text, integer, interval) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.claim(text, integer, interval, boolean) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 
-REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval),
+REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
@@ -47,7 +47,7 @@ REVOKE EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) FROM
 
 GRANT USAGE ON SCHEMA hooks TO hooks_publisher, hooks_sender, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
-GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval), hooks.complete(text, jsonb),
+GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
 GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),

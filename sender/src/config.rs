@@ -20,6 +20,10 @@ pub const DEFAULT_CONCURRENCY: u32 = 64;
 pub const MAX_CONCURRENCY: u32 = 4096;
 /// Default `--poll-interval-ms`.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1000;
+/// Default `--linger-ms`.
+pub const DEFAULT_LINGER_MS: u64 = 20;
+/// Largest accepted `--linger-ms`.
+pub const MAX_LINGER_MS: u64 = 10_000;
 /// Default `--lease-secs`.
 pub const DEFAULT_LEASE_SECS: u64 = 60;
 /// Upper bound of the default `--batch-size` (the default is `min(concurrency, this)`).
@@ -88,6 +92,12 @@ pub struct Config {
     /// Poll the queue at least this often (ms), whatever notifications say.
     #[arg(long, env = "HOOKS_POLL_INTERVAL_MS", default_value_t = DEFAULT_POLL_INTERVAL_MS)]
     pub poll_interval_ms: u64,
+
+    /// After claiming rows, stay awake this long (ms), looking for new rows every millisecond,
+    /// so that publishers skip NOTIFY while events keep coming; 0: go idle as soon as the queue
+    /// is empty.
+    #[arg(long, env = "HOOKS_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
+    pub linger_ms: u64,
 
     /// Lease asked for on each claim (s); the database extends it to the request timeout + 10 s.
     #[arg(long, env = "HOOKS_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS)]
@@ -183,6 +193,12 @@ impl Config {
                 self.poll_interval_ms
             ));
         }
+        if self.linger_ms > MAX_LINGER_MS {
+            problems.push(format!(
+                "--linger-ms must be between 0 and {MAX_LINGER_MS}, got {}",
+                self.linger_ms
+            ));
+        }
         if !(1..=86_400).contains(&self.lease_secs) {
             problems.push(format!(
                 "--lease-secs must be between 1 and 86400, got {}",
@@ -263,6 +279,11 @@ impl Config {
             .max(1)
     }
 
+    /// `--linger-ms` as a duration.
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+
     /// `--poll-interval-ms` as a duration.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
@@ -315,6 +336,7 @@ impl fmt::Debug for Config {
             .field("concurrency", &self.concurrency)
             .field("sender_id", &self.sender_id)
             .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("linger_ms", &self.linger_ms)
             .field("lease_secs", &self.lease_secs)
             .field("batch_size", &self.batch_size())
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
@@ -353,6 +375,7 @@ mod tests {
         assert_eq!(problems(&c), "");
         assert_eq!(c.batch_size(), 64);
         assert_eq!(c.poll_interval(), Duration::from_millis(1000));
+        assert_eq!(c.linger(), Duration::from_millis(20));
         assert_eq!(c.lease(), Duration::from_secs(60));
         assert!(c.sender_id.ends_with(&format!("-{}", std::process::id())));
     }
@@ -407,6 +430,8 @@ mod tests {
             "  ",
             "--max-response-bytes",
             "999999999",
+            "--linger-ms",
+            "10001",
         ]);
         let p = problems(&c);
         for flag in [
@@ -416,6 +441,7 @@ mod tests {
             "--batch-size",
             "--sender-id",
             "--max-response-bytes",
+            "--linger-ms",
         ] {
             assert!(p.contains(flag), "{flag} missing from {p}");
         }

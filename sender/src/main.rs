@@ -155,6 +155,7 @@ async fn run(config: Config) -> Result<()> {
         batch_size: config.batch_size(),
         lease: config.lease(),
         poll_interval: config.poll_interval(),
+        linger: config.linger(),
         shutdown_grace: config.shutdown_grace(),
     };
     let worker = Worker::new(

@@ -1,6 +1,8 @@
-//! The connection for claim, complete and release: the sender's only way into the database
-//! besides LISTEN. Connects lazily, prepares the three statements once per connection, and
-//! drops the connection after a connection-level error so the next call reconnects.
+//! The connections for claim, complete and release: the sender's only way into the database
+//! besides LISTEN. Claims run on one connection (the session that holds this sender's "awake"
+//! lock), results and releases on another, so that writing a batch of results never holds up
+//! the next claim. Each connects lazily, prepares the three statements once, and is dropped
+//! after a connection-level error so the next call reconnects.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +27,22 @@ struct Conn {
     release: Statement,
 }
 
-/// Claim/complete/release over one shared, pipelined connection.
+/// Which of the store's two connections a call uses.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    /// `hooks.claim`: must always be the same session while it lives (the "awake" lock).
+    Claim,
+    /// `hooks.complete` and `hooks.release`.
+    Write,
+}
+
+/// Claim, complete and release over two pipelined connections.
 pub struct Store {
     pg: tokio_postgres::Config,
     tls: PgTls,
     sender_id: String,
-    conn: Mutex<Option<Arc<Conn>>>,
+    claim_conn: Mutex<Option<Arc<Conn>>>,
+    write_conn: Mutex<Option<Arc<Conn>>>,
     health: Arc<Health>,
     metrics: Metrics,
 }
@@ -48,7 +60,8 @@ impl Store {
             pg,
             tls,
             sender_id,
-            conn: Mutex::new(None),
+            claim_conn: Mutex::new(None),
+            write_conn: Mutex::new(None),
             health,
             metrics,
         }
@@ -56,22 +69,29 @@ impl Store {
 
     /// Connects now if not connected. Safe to abandon midway (nothing is claimed yet).
     pub async fn ready(&self) -> Result<()> {
-        self.connection().await.map(|_| ())
+        self.connection(Role::Claim).await.map(|_| ())
     }
 
-    /// `hooks.claim(sender_id, max_rows, lease)`: leases up to `max_rows` due deliveries.
-    /// Rows the sender cannot read are logged and left to their lease.
-    pub async fn claim(&self, max_rows: u32, lease: Duration) -> Result<Vec<Delivery>> {
+    /// `hooks.claim(sender_id, max_rows, lease, stay_awake)`: leases up to `max_rows` due
+    /// deliveries. Rows the sender cannot read are logged and left to their lease.
+    pub async fn claim(
+        &self,
+        max_rows: u32,
+        lease: Duration,
+        stay_awake: bool,
+    ) -> Result<Vec<Delivery>> {
         let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
         let lease_secs = lease.as_secs_f64();
-        let conn = self.connection().await?;
+        let conn = self.connection(Role::Claim).await?;
         let res = tokio::time::timeout(
             DB_OP_TIMEOUT,
-            conn.client
-                .query(&conn.claim, &[&self.sender_id, &max_rows, &lease_secs]),
+            conn.client.query(
+                &conn.claim,
+                &[&self.sender_id, &max_rows, &lease_secs, &stay_awake],
+            ),
         )
         .await;
-        let rows = self.observe(&conn, res).await?;
+        let rows = self.observe(Role::Claim, &conn, res).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             match Delivery::from_row(row) {
@@ -88,28 +108,28 @@ impl Store {
     /// `hooks.complete(sender_id, results)`: returns how many results were applied.
     pub async fn complete(&self, results: &[AttemptResult]) -> Result<u64> {
         let json = serde_json::to_string(results)?;
-        let conn = self.connection().await?;
+        let conn = self.connection(Role::Write).await?;
         let res = tokio::time::timeout(
             DB_OP_TIMEOUT,
             conn.client
                 .query_one(&conn.complete, &[&self.sender_id, &json]),
         )
         .await;
-        let row = self.observe(&conn, res).await?;
+        let row = self.observe(Role::Write, &conn, res).await?;
         applied_count(&row)
     }
 
     /// `hooks.release(sender_id, deliveries)`: returns how many were released.
     pub async fn release(&self, keys: &[DeliveryKey]) -> Result<u64> {
         let json = serde_json::to_string(keys)?;
-        let conn = self.connection().await?;
+        let conn = self.connection(Role::Write).await?;
         let res = tokio::time::timeout(
             DB_OP_TIMEOUT,
             conn.client
                 .query_one(&conn.release, &[&self.sender_id, &json]),
         )
         .await;
-        let row = self.observe(&conn, res).await?;
+        let row = self.observe(Role::Write, &conn, res).await?;
         applied_count(&row)
     }
 
@@ -117,6 +137,7 @@ impl Store {
     /// connection when it is broken.
     async fn observe<T>(
         &self,
+        role: Role,
         conn: &Arc<Conn>,
         res: std::result::Result<
             std::result::Result<T, tokio_postgres::Error>,
@@ -140,7 +161,7 @@ impl Store {
             _ => true,
         };
         if broken {
-            let mut slot = self.conn.lock().await;
+            let mut slot = self.slot(role).lock().await;
             if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
                 *slot = None;
             }
@@ -148,18 +169,25 @@ impl Store {
         Err(err)
     }
 
-    async fn connection(&self) -> Result<Arc<Conn>> {
-        let mut slot = self.conn.lock().await;
+    fn slot(&self, role: Role) -> &Mutex<Option<Arc<Conn>>> {
+        match role {
+            Role::Claim => &self.claim_conn,
+            Role::Write => &self.write_conn,
+        }
+    }
+
+    async fn connection(&self, role: Role) -> Result<Arc<Conn>> {
+        let mut slot = self.slot(role).lock().await;
         if let Some(c) = slot.as_ref() {
             if !c.client.is_closed() {
                 return Ok(c.clone());
             }
         }
         *slot = None;
-        match self.connect().await {
+        match self.connect(role).await {
             Ok(c) => {
                 self.health.ok();
-                info!("database connection for claim/complete established");
+                info!(role = ?role, "database connection established");
                 let c = Arc::new(c);
                 *slot = Some(c.clone());
                 Ok(c)
@@ -172,17 +200,17 @@ impl Store {
         }
     }
 
-    async fn connect(&self) -> Result<Conn> {
+    async fn connect(&self, role: Role) -> Result<Conn> {
         let work = async {
             let (client, connection) = self.pg.connect(self.tls.connector()).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
-                    warn!(error = %crate::error::chain(&e), "claim/complete connection closed");
+                    warn!(error = %crate::error::chain(&e), role = ?role, "database connection closed");
                 }
             });
             let claim = client
                 .prepare(&format!(
-                    "select {CLAIM_COLUMNS} from hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8))"
+                    "select {CLAIM_COLUMNS} from hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8), $4::boolean)"
                 ))
                 .await?;
             let complete = client

@@ -1,7 +1,12 @@
 //! The producer and its executors: one `tokio::select!` over shutdown, finished tasks,
-//! notifications and the poll tick. It never claims more rows than it has free slots, keeps
-//! claiming while rows come back (an empty claim is what marks this sender idle, so that
-//! publishers notify again), and backs off while the database is unreachable.
+//! notifications and the poll tick. It never claims more rows than it has free slots, claims
+//! again at once while full batches come back, and backs off while the database is unreachable.
+//!
+//! Awake and idle: a claim that returns rows marks this sender awake in the database, and
+//! publishers then skip `NOTIFY`, trusting it to look again soon. After rows it lingers
+//! (`--linger-ms`): it looks every [`LINGER_LOOK`] with `stay_awake`, so that while events keep
+//! coming nobody notifies and nothing waits for a wake-up; once the linger time has passed
+//! without rows, a plain claim that finds nothing marks it idle, and publishers notify again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +24,9 @@ use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// How often a lingering sender looks for new rows.
+pub const LINGER_LOOK: Duration = Duration::from_millis(1);
+
 /// What the worker needs to know.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -30,6 +38,8 @@ pub struct WorkerSettings {
     pub lease: Duration,
     /// Claim at least this often.
     pub poll_interval: Duration,
+    /// Stay awake this long after the last claimed rows (zero: go idle at once).
+    pub linger: Duration,
     /// How long in-flight requests may run on after a stop.
     pub shutdown_grace: Duration,
 }
@@ -91,6 +101,9 @@ impl Worker {
     ) -> Vec<DeliveryKey> {
         // Claim once at start, whatever notifications say.
         let mut want_claim = true;
+        // Lingering: awake until then, looking again at `look_at`.
+        let mut awake_until: Option<Instant> = None;
+        let mut look_at: Option<Instant> = None;
         // Claim retries are cheap (one connect attempt each), so they stay frequent; a
         // notification (the LISTEN connection is up, so the database is too) cuts them short.
         let mut db_backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
@@ -106,11 +119,28 @@ impl Worker {
             let free = self.slots.available_permits();
             let backing_off = retry_at.is_some_and(|t| t > Instant::now());
             if want_claim && free > 0 && !backing_off {
-                match self.claim(free, &stop, &hard_stop).await {
-                    Ok(n) => {
-                        // Rows came back: there may be more. None: the queue is empty (and
-                        // this sender is now marked idle, so publishers notify again).
-                        want_claim = n > 0;
+                look_at = None;
+                let stay_awake = awake_until.is_some_and(|t| t > Instant::now());
+                match self.claim(free, stay_awake, &stop, &hard_stop).await {
+                    Ok((n, asked)) => {
+                        let linger = self.settings.linger;
+                        if n > 0 && !linger.is_zero() {
+                            awake_until = Some(Instant::now() + linger);
+                        }
+                        if n > 0 && (n == asked || linger.is_zero()) {
+                            // A full batch (or no lingering): there may be more at once.
+                            want_claim = true;
+                        } else if n > 0 || stay_awake {
+                            // Awake in the database, so publishers do not notify: look again
+                            // shortly. The first look after the linger time goes idle.
+                            want_claim = false;
+                            look_at = Some(Instant::now() + LINGER_LOOK);
+                        } else {
+                            // The queue is empty and this sender is now marked idle, so
+                            // publishers notify again.
+                            want_claim = false;
+                            awake_until = None;
+                        }
                         retry_at = None;
                         db_backoff.reset();
                     }
@@ -126,6 +156,7 @@ impl Worker {
             }
 
             let retry_sleep = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now));
+            let look_sleep = tokio::time::sleep_until(look_at.unwrap_or_else(Instant::now));
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -135,6 +166,10 @@ impl Worker {
                 _ = self.wake.notified() => {
                     want_claim = true;
                     retry_at = None;
+                }
+                _ = look_sleep, if look_at.is_some() => {
+                    look_at = None;
+                    want_claim = true;
                 }
                 _ = &mut poll => {
                     want_claim = true;
@@ -147,24 +182,29 @@ impl Worker {
         self.drain(hard_stop).await
     }
 
-    /// Claims up to `min(free, batch_size)` rows and starts one task per row.
+    /// Claims up to `min(free, batch_size)` rows and starts one task per row. Returns how many
+    /// rows came back and how many were asked for.
     async fn claim(
         &mut self,
         free: usize,
+        stay_awake: bool,
         stop: &CancellationToken,
         hard_stop: &CancellationToken,
-    ) -> crate::error::Result<usize> {
+    ) -> crate::error::Result<(usize, usize)> {
         // Connecting may hang on an unreachable host: let a stop interrupt it. The claim
         // itself is not interrupted, since its rows must be run or released.
         tokio::select! {
             ready = self.store.ready() => ready?,
-            _ = stop.cancelled() => return Ok(0),
+            _ = stop.cancelled() => return Ok((0, 0)),
         }
         let want = free.min(self.settings.batch_size as usize);
         let Ok(mut permits) = self.slots.clone().try_acquire_many_owned(want as u32) else {
-            return Ok(0);
+            return Ok((0, want));
         };
-        let rows = self.store.claim(want as u32, self.settings.lease).await?;
+        let rows = self
+            .store
+            .claim(want as u32, self.settings.lease, stay_awake)
+            .await?;
         self.metrics.claim_batch_size.observe(rows.len() as f64);
         if !rows.is_empty() {
             debug!(rows = rows.len(), asked = want, "claimed");
@@ -175,7 +215,7 @@ impl Worker {
             let permit = permits.split(1);
             self.spawn(delivery, permit, hard_stop.clone());
         }
-        Ok(n)
+        Ok((n, want))
     }
 
     fn spawn(

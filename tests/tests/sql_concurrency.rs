@@ -601,3 +601,64 @@ async fn publish_notifies_only_while_no_sender_is_awake() {
     .await;
     db.cleanup().await;
 }
+
+async fn claim_staying_awake(sender: &tokio_postgres::Client) -> usize {
+    sender
+        .query(
+            "SELECT 1 FROM hooks.claim('s1', 10, '60 seconds', stay_awake => true)",
+            &[],
+        )
+        .await
+        .expect("claim")
+        .len()
+}
+
+/// A lingering sender: `stay_awake` claims that find nothing keep it awake (publishers stay
+/// quiet and their rows are found by its next look, with no wait for committing publishers),
+/// however many of them it makes; one plain claim that finds nothing makes it idle again.
+#[tokio::test]
+async fn stay_awake_claims_keep_publishers_quiet_until_a_plain_empty_claim() {
+    let db = TestDb::new().await;
+    db.register(&Webhook::new("w", "acme", "*", NOWHERE)).await;
+    let (_listener, mut rx) = db.listen("hooks_deliveries").await;
+    let sender = db.connect().await;
+
+    // Idle: staying awake on an empty queue marks it awake at once.
+    assert_eq!(claim_staying_awake(&sender).await, 0);
+    assert_eq!(
+        db.count("hooks.senders WHERE sender_id = 's1' AND awake")
+            .await,
+        1
+    );
+    publish(&db).await;
+    no_notification_within(&mut rx, Duration::from_millis(500)).await;
+
+    // Rows, then many empty looks: the awake lock is held throughout, never dropped and taken
+    // again, so no publish in between notifies; each row is found by the next look.
+    assert_eq!(claim_staying_awake(&sender).await, 1);
+    for round in 0..20 {
+        assert_eq!(claim_staying_awake(&sender).await, 0, "round {round}");
+        publish(&db).await;
+        assert_eq!(claim_staying_awake(&sender).await, 1, "round {round}");
+    }
+    no_notification_within(&mut rx, Duration::from_millis(500)).await;
+    let holds: i64 = db
+        .one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND mode = 'ShareLock' AND objid = (7233327398000002 & 4294967295)::oid
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+    assert_eq!(holds, 1, "one awake sender, one lock");
+
+    // A plain claim that finds nothing: idle, the lock is gone, the next publish notifies.
+    assert_eq!(claim(&sender).await, 0);
+    assert_eq!(
+        db.count("hooks.senders WHERE sender_id = 's1' AND awake")
+            .await,
+        0
+    );
+    publish(&db).await;
+    notified(&mut rx, "a publish after the sender went idle must notify").await;
+    db.cleanup().await;
+}

@@ -139,3 +139,74 @@ async fn concurrent_publishers_never_lose_a_wake_up() {
     drop(sender);
     db.cleanup().await;
 }
+
+/// After delivering, the sender lingers (`--linger-ms`): it stays marked awake and looks for new
+/// rows every millisecond, so commits in that window send no NOTIFY and are still delivered at
+/// once (the poll tick is 60 s); after the linger time it goes idle, and the next commit
+/// notifies again.
+#[tokio::test]
+async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    let (_listener, mut notes) = db.listen("hooks_deliveries").await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: 60_000,
+            extra_args: vec!["--linger-ms".into(), "1500".into()],
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    let idle = format!(
+        "SELECT NOT awake FROM hooks.senders WHERE sender_id = '{}'",
+        sender.sender_id
+    );
+    wait_until_sql(db.client(), &idle, Duration::from_secs(10)).await;
+
+    // Idle: the first commit notifies, and wakes it.
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
+        .await;
+    wait_until("the first delivery", Duration::from_secs(2), || async {
+        rx.count() >= 1
+    })
+    .await;
+    let woke = tokio::time::timeout(Duration::from_secs(2), notes.recv()).await;
+    assert!(
+        matches!(woke, Ok(Some(_))),
+        "the commit to an idle sender notifies"
+    );
+
+    // Lingering: commits 200 ms apart (each delivery starts the linger time again) are
+    // delivered without any NOTIFY.
+    for n in 1..=5usize {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": n}}))
+            .await;
+        wait_until("a delivery while lingering", Duration::from_secs(2), || async {
+            rx.count() > n
+        })
+        .await;
+    }
+    if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(300), notes.recv()).await {
+        panic!("a commit notified while the sender lingered: {n:?}");
+    }
+
+    // After the linger time: idle again, and a commit notifies.
+    wait_until_sql(db.client(), &idle, Duration::from_secs(10)).await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 6}}))
+        .await;
+    let woke = tokio::time::timeout(Duration::from_secs(2), notes.recv()).await;
+    assert!(
+        matches!(woke, Ok(Some(_))),
+        "a commit after the linger time notifies"
+    );
+    wait_until("the last delivery", Duration::from_secs(2), || async {
+        rx.count() >= 7
+    })
+    .await;
+    drop(sender);
+    db.cleanup().await;
+}

@@ -4,10 +4,12 @@
 //! the next claim. Each connects lazily, prepares the three statements once, and is dropped
 //! after a connection-level error so the next call reconnects.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
@@ -23,9 +25,17 @@ pub const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Conn {
     client: Client,
     claim: Statement,
+    /// Whether `claim` takes `stay_awake` (extension 0.2.0 and later).
+    claim_stays_awake: bool,
     complete: Statement,
     release: Statement,
 }
+
+/// `hooks.claim` of extension 0.2.0 and later.
+const CLAIM_SQL: &str =
+    "hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8), $4::boolean)";
+/// `hooks.claim` of extension 0.1.0, which has no `stay_awake`.
+const CLAIM_SQL_0_1: &str = "hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8))";
 
 /// Which of the store's two connections a call uses.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +53,8 @@ pub struct Store {
     sender_id: String,
     claim_conn: Mutex<Option<Arc<Conn>>>,
     write_conn: Mutex<Option<Arc<Conn>>>,
+    /// Whether the claim connection's `hooks.claim` takes `stay_awake`.
+    stays_awake: AtomicBool,
     health: Arc<Health>,
     metrics: Metrics,
 }
@@ -62,6 +74,7 @@ impl Store {
             sender_id,
             claim_conn: Mutex::new(None),
             write_conn: Mutex::new(None),
+            stays_awake: AtomicBool::new(true),
             health,
             metrics,
         }
@@ -70,6 +83,12 @@ impl Store {
     /// Connects now if not connected. Safe to abandon midway (nothing is claimed yet).
     pub async fn ready(&self) -> Result<()> {
         self.connection(Role::Claim).await.map(|_| ())
+    }
+
+    /// Whether claims can ask to stay awake (false with an extension older than 0.2.0, where
+    /// `stay_awake` is ignored).
+    pub fn can_stay_awake(&self) -> bool {
+        self.stays_awake.load(Ordering::Relaxed)
     }
 
     /// `hooks.claim(sender_id, max_rows, lease, stay_awake)`: leases up to `max_rows` due
@@ -83,14 +102,23 @@ impl Store {
         let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
         let lease_secs = lease.as_secs_f64();
         let conn = self.connection(Role::Claim).await?;
-        let res = tokio::time::timeout(
-            DB_OP_TIMEOUT,
-            conn.client.query(
-                &conn.claim,
-                &[&self.sender_id, &max_rows, &lease_secs, &stay_awake],
-            ),
-        )
-        .await;
+        let res = if conn.claim_stays_awake {
+            tokio::time::timeout(
+                DB_OP_TIMEOUT,
+                conn.client.query(
+                    &conn.claim,
+                    &[&self.sender_id, &max_rows, &lease_secs, &stay_awake],
+                ),
+            )
+            .await
+        } else {
+            tokio::time::timeout(
+                DB_OP_TIMEOUT,
+                conn.client
+                    .query(&conn.claim, &[&self.sender_id, &max_rows, &lease_secs]),
+            )
+            .await
+        };
         let rows = self.observe(Role::Claim, &conn, res).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -188,6 +216,10 @@ impl Store {
             Ok(c) => {
                 self.health.ok();
                 info!(role = ?role, "database connection established");
+                if matches!(role, Role::Claim) {
+                    self.stays_awake
+                        .store(c.claim_stays_awake, Ordering::Relaxed);
+                }
                 let c = Arc::new(c);
                 *slot = Some(c.clone());
                 Ok(c)
@@ -208,11 +240,26 @@ impl Store {
                     warn!(error = %crate::error::chain(&e), role = ?role, "database connection closed");
                 }
             });
-            let claim = client
-                .prepare(&format!(
-                    "select {CLAIM_COLUMNS} from hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8), $4::boolean)"
-                ))
-                .await?;
+            let (claim, claim_stays_awake) = match client
+                .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL}"))
+                .await
+            {
+                Ok(st) => (st, true),
+                // An extension older than the sender (it is updated first, but may not be).
+                Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
+                    if matches!(role, Role::Claim) {
+                        warn!(
+                            "hooks.claim has no stay_awake (beema_hooks extension older than \
+                             0.2.0): not lingering after rows; run ALTER EXTENSION beema_hooks UPDATE"
+                        );
+                    }
+                    let st = client
+                        .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL_0_1}"))
+                        .await?;
+                    (st, false)
+                }
+                Err(e) => return Err(e.into()),
+            };
             let complete = client
                 .prepare("select hooks.complete($1::text, $2::text::jsonb)::bigint")
                 .await?;
@@ -222,6 +269,7 @@ impl Store {
             Ok::<_, Error>(Conn {
                 client,
                 claim,
+                claim_stays_awake,
                 complete,
                 release,
             })

@@ -120,7 +120,8 @@ impl Worker {
             let backing_off = retry_at.is_some_and(|t| t > Instant::now());
             if want_claim && free > 0 && !backing_off {
                 look_at = None;
-                let stay_awake = awake_until.is_some_and(|t| t > Instant::now());
+                let stay_awake =
+                    awake_until.is_some_and(|t| t > Instant::now()) && self.store.can_stay_awake();
                 match self.claim(free, stay_awake, &stop, &hard_stop).await {
                     Ok((n, asked)) => {
                         let linger = self.settings.linger;

@@ -59,6 +59,16 @@ pub struct TestDb {
 impl TestDb {
     /// Creates `beema_e2e_<unique>` and runs `CREATE EXTENSION beema_hooks` in it.
     pub async fn new() -> TestDb {
+        Self::create("CREATE EXTENSION beema_hooks").await
+    }
+
+    /// Like [`TestDb::new`], with the extension created at an older `version` (its frozen
+    /// install script, run with the installed library).
+    pub async fn with_version(version: &str) -> TestDb {
+        Self::create(&format!("CREATE EXTENSION beema_hooks VERSION '{version}'")).await
+    }
+
+    async fn create(create_extension: &str) -> TestDb {
         let admin_url = admin_url();
         let name = crate::unique_name("beema_e2e");
         let admin = connect(&admin_url).await;
@@ -76,9 +86,9 @@ impl TestDb {
             dropped: false,
         };
         db.client
-            .batch_execute("CREATE EXTENSION beema_hooks")
+            .batch_execute(create_extension)
             .await
-            .unwrap_or_else(|e| panic!("CREATE EXTENSION beema_hooks: {e:?}"));
+            .unwrap_or_else(|e| panic!("{create_extension}: {e:?}"));
         db
     }
 
@@ -144,7 +154,10 @@ impl TestDb {
     /// the sender's included.
     pub async fn set_default(&self, name: &str, value: impl std::fmt::Display) {
         self.client
-            .batch_execute(&format!("ALTER DATABASE {} SET {name} = {value}", self.name))
+            .batch_execute(&format!(
+                "ALTER DATABASE {} SET {name} = {value}",
+                self.name
+            ))
             .await
             .unwrap_or_else(|e| panic!("ALTER DATABASE ... SET {name}: {e}"));
     }

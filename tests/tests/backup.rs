@@ -48,8 +48,13 @@ fn run(cmd: &mut Command) {
 #[tokio::test]
 async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     let db = TestDb::new().await;
-    db.register(&Webhook::new("crm", "acme", "policy/*", "https://crm.example/hook"))
-        .await;
+    db.register(&Webhook::new(
+        "crm",
+        "acme",
+        "policy/*",
+        "https://crm.example/hook",
+    ))
+    .await;
     db.register(&Webhook::new("audit", "acme", "*", "https://audit.example/hook").retry(5, 1000))
         .await;
     for i in 0..5 {
@@ -71,7 +76,10 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     let statuses: i64 = db
         .one("SELECT count(DISTINCT status) FROM hooks.deliveries")
         .await;
-    assert!(statuses >= 3, "the fixture has success, retrying and pending rows");
+    assert!(
+        statuses >= 3,
+        "the fixture has success, retrying and pending rows"
+    );
 
     let dir = std::env::temp_dir().join(beema_hooks_e2e::unique_name("beema_dump"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +103,10 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     let restored = connect(&restored_url).await;
 
     let after = fingerprint(&restored).await;
-    assert_eq!(after, before, "every row of every table came back as it was");
+    assert_eq!(
+        after, before,
+        "every row of every table came back as it was"
+    );
 
     // the restored outbox works: a new event gets a new id, its deliveries are claimed
     let max_event: i64 = restored
@@ -111,7 +122,10 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
         .await
         .unwrap()
         .get(0);
-    assert!(new_event > max_event, "ids continue after the restored ones");
+    assert!(
+        new_event > max_event,
+        "ids continue after the restored ones"
+    );
     let claimed: i64 = restored
         .query_one(
             "SELECT count(*) FROM hooks.claim('s2', 100) c

@@ -5,9 +5,7 @@
 //! transaction; this adds the per-statement zero-rows and backend-alive checks, a 50 MB payload,
 //! nesting 10,000 deep, Unicode, and many more spellings of each mistake.
 
-use std::time::Duration;
-
-use beema_hooks_e2e::{wait_until_sql, Receiver, Sender, SenderOptions, TestDb, Webhook};
+use beema_hooks_e2e::{TestDb, Webhook};
 use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
@@ -772,7 +770,10 @@ async fn a_url_with_crlf_cannot_inject_a_header() {
         .expect_err("a url with CR/LF was accepted");
     let db_err = err.as_db_error().expect("a database error");
     assert_eq!(db_err.code().code(), "22023", "{db_err}");
-    assert!(!db_err.message().contains("X-Evil"), "the url is echoed: {db_err}");
+    assert!(
+        !db_err.message().contains("X-Evil"),
+        "the url is echoed: {db_err}"
+    );
     let stored: i64 = db
         .client()
         .query_one("SELECT count(*) FROM hooks.webhooks", &[])

@@ -540,7 +540,8 @@ async fn breaker_pauses_keeps_attempts_probes_and_resumes_while_healthy_flows() 
 async fn hanging_endpoint_vs_healthy(concurrency: u32, hanging: i64) {
     let db = TestDb::new().await;
     // At most half of the sender's slots per webhook (read by the sender's sessions at connect).
-    db.set_default("hooks.max_in_flight_per_webhook", concurrency / 2).await;
+    db.set_default("hooks.max_in_flight_per_webhook", concurrency / 2)
+        .await;
     let rx = Receiver::start().await;
     rx.always("/hang", Reply::ok().delay(Duration::from_secs(30)));
     let (hang, _) = db

@@ -192,7 +192,9 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
     let mut a = db.connect().await;
     let mut b = db.connect().await;
     for c in [&a, &b] {
-        c.batch_execute("SET hooks.max_in_flight_per_webhook = 0").await.unwrap();
+        c.batch_execute("SET hooks.max_in_flight_per_webhook = 0")
+            .await
+            .unwrap();
     }
     let ta = a.transaction().await.unwrap();
     let got_a: HashSet<i64> = ta
@@ -232,7 +234,9 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
     // The cap on: B skips the webhook A is claiming, then gets the rest after A commits.
     publish_many(&db, "t1", "capped/item", 10).await;
     for c in [&a, &b] {
-        c.batch_execute("RESET hooks.max_in_flight_per_webhook").await.unwrap();
+        c.batch_execute("RESET hooks.max_in_flight_per_webhook")
+            .await
+            .unwrap();
     }
     let ta = a.transaction().await.unwrap();
     let got_a = ta

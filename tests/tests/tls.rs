@@ -267,9 +267,9 @@ async fn verified_and_opportunistic_tls_deliver() {
     first.verify(SECRET).unwrap();
     assert_eq!(first.json()["data"]["n"], 1);
     wait_until(
-        "both sender connections on TLS",
+        "all three sender connections (LISTEN, claims, results) on TLS",
         Duration::from_secs(10),
-        || async { sender_backends(&admin).await == (2, 2) },
+        || async { sender_backends(&admin).await == (3, 3) },
     )
     .await;
     assert_eq!(
@@ -310,9 +310,9 @@ async fn verified_and_opportunistic_tls_deliver() {
     .await;
     assert_eq!(rx.requests_to("/tls")[1].json()["data"]["n"], 2);
     wait_until(
-        "both prefer connections on TLS",
+        "all three prefer connections on TLS",
         Duration::from_secs(10),
-        || async { sender_backends(&admin).await == (2, 2) },
+        || async { sender_backends(&admin).await == (3, 3) },
     )
     .await;
     assert_eq!(

@@ -185,9 +185,11 @@ async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() 
         tokio::time::sleep(Duration::from_millis(200)).await;
         db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": n}}))
             .await;
-        wait_until("a delivery while lingering", Duration::from_secs(2), || async {
-            rx.count() > n
-        })
+        wait_until(
+            "a delivery while lingering",
+            Duration::from_secs(2),
+            || async { rx.count() > n },
+        )
         .await;
     }
     if let Ok(Some(n)) = tokio::time::timeout(Duration::from_millis(300), notes.recv()).await {
@@ -207,6 +209,94 @@ async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() 
         rx.count() >= 7
     })
     .await;
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// The sender is updated after the extension, but may meet an older one: against 0.1.0, whose
+/// `hooks.claim` has no `stay_awake`, it says so, does not linger, and delivers as before; after
+/// `ALTER EXTENSION beema_hooks UPDATE` a new sender lingers again.
+#[tokio::test]
+async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
+    let db = TestDb::with_version("0.1.0").await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: SLOW_POLL_MS,
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    for n in 0..3usize {
+        db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": n}}))
+            .await;
+        wait_until("a delivery from 0.1.0", Duration::from_secs(2), || async {
+            rx.count() > n
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sender.log().contains("older than 0.2.0"),
+        "the sender names the old extension: {}",
+        sender.log()
+    );
+    assert_eq!(
+        db.count("hooks.deliveries WHERE status = 'success'").await,
+        3
+    );
+    drop(sender);
+
+    db.client()
+        .batch_execute("ALTER EXTENSION beema_hooks UPDATE")
+        .await
+        .expect("ALTER EXTENSION beema_hooks UPDATE");
+    let (_listener, mut notes) = db.listen("hooks_deliveries").await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: SLOW_POLL_MS,
+            extra_args: vec!["--linger-ms".into(), "1500".into()],
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    wait_until_sql(
+        db.client(),
+        &format!(
+            "SELECT NOT awake FROM hooks.senders WHERE sender_id = '{}'",
+            sender.sender_id
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 3}}))
+        .await;
+    wait_until(
+        "the first delivery after the update",
+        Duration::from_secs(2),
+        || async { rx.count() >= 4 },
+    )
+    .await;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), notes.recv()).await {}
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 4}}))
+        .await;
+    wait_until(
+        "a delivery while lingering",
+        Duration::from_secs(2),
+        || async { rx.count() >= 5 },
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notes.recv())
+            .await
+            .is_err(),
+        "after the update the sender lingers, so a commit right after a delivery does not notify"
+    );
+    assert!(!sender.log().contains("older than 0.2.0"));
     drop(sender);
     db.cleanup().await;
 }

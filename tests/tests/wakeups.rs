@@ -24,6 +24,33 @@ async fn started(db: &TestDb, sender: &Sender) {
     .await;
 }
 
+/// A sender polling only every [`SLOW_POLL_MS`], with `extra_args`, once it has claimed.
+async fn slow_sender(db: &TestDb, extra_args: &[&str]) -> Sender {
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: SLOW_POLL_MS,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            ..SenderOptions::default()
+        },
+    );
+    started(db, &sender).await;
+    sender
+}
+
+/// Waits until `sender` is marked idle in `hooks.senders`.
+async fn until_idle(db: &TestDb, sender: &Sender) {
+    wait_until_sql(
+        db.client(),
+        &format!(
+            "SELECT NOT awake FROM hooks.senders WHERE sender_id = '{}'",
+            sender.sender_id
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 /// An idle sender is woken by each commit: five publishes, spaced so that the sender goes back
 /// to sleep in between, are each delivered well before the 10 s poll tick.
 #[tokio::test]
@@ -32,14 +59,7 @@ async fn an_idle_sender_is_woken_by_each_commit() {
     let rx = Receiver::start().await;
     db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
         .await;
-    let sender = Sender::start(
-        db.url(),
-        SenderOptions {
-            poll_interval_ms: SLOW_POLL_MS,
-            ..SenderOptions::default()
-        },
-    );
-    started(&db, &sender).await;
+    let sender = slow_sender(&db, &[]).await;
     // Let its first (empty) claims finish so that it sleeps.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -77,14 +97,7 @@ async fn concurrent_publishers_never_lose_a_wake_up() {
     let rx = Arc::new(Receiver::start().await);
     db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
         .await;
-    let sender = Sender::start(
-        db.url(),
-        SenderOptions {
-            poll_interval_ms: SLOW_POLL_MS,
-            ..SenderOptions::default()
-        },
-    );
-    started(&db, &sender).await;
+    let sender = slow_sender(&db, &[]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut publishers = Vec::new();
@@ -142,7 +155,7 @@ async fn concurrent_publishers_never_lose_a_wake_up() {
 
 /// After delivering, the sender lingers (`--linger-ms`): it stays marked awake and looks for new
 /// rows every millisecond, so commits in that window send no NOTIFY and are still delivered at
-/// once (the poll tick is 60 s); after the linger time it goes idle, and the next commit
+/// once (the poll tick is 10 s); after the linger time it goes idle, and the next commit
 /// notifies again.
 #[tokio::test]
 async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() {
@@ -151,20 +164,8 @@ async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() 
     db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
         .await;
     let (_listener, mut notes) = db.listen("hooks_deliveries").await;
-    let sender = Sender::start(
-        db.url(),
-        SenderOptions {
-            poll_interval_ms: 60_000,
-            extra_args: vec!["--linger-ms".into(), "1500".into()],
-            ..SenderOptions::default()
-        },
-    );
-    started(&db, &sender).await;
-    let idle = format!(
-        "SELECT NOT awake FROM hooks.senders WHERE sender_id = '{}'",
-        sender.sender_id
-    );
-    wait_until_sql(db.client(), &idle, Duration::from_secs(10)).await;
+    let sender = slow_sender(&db, &["--linger-ms", "1500"]).await;
+    until_idle(&db, &sender).await;
 
     // Idle: the first commit notifies, and wakes it.
     db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
@@ -197,7 +198,7 @@ async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() 
     }
 
     // After the linger time: idle again, and a commit notifies.
-    wait_until_sql(db.client(), &idle, Duration::from_secs(10)).await;
+    until_idle(&db, &sender).await;
     db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 6}}))
         .await;
     let woke = tokio::time::timeout(Duration::from_secs(2), notes.recv()).await;
@@ -222,14 +223,7 @@ async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
     let rx = Receiver::start().await;
     db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
         .await;
-    let sender = Sender::start(
-        db.url(),
-        SenderOptions {
-            poll_interval_ms: SLOW_POLL_MS,
-            ..SenderOptions::default()
-        },
-    );
-    started(&db, &sender).await;
+    let sender = slow_sender(&db, &[]).await;
     for n in 0..3usize {
         db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": n}}))
             .await;
@@ -255,24 +249,8 @@ async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
         .await
         .expect("ALTER EXTENSION beema_hooks UPDATE");
     let (_listener, mut notes) = db.listen("hooks_deliveries").await;
-    let sender = Sender::start(
-        db.url(),
-        SenderOptions {
-            poll_interval_ms: SLOW_POLL_MS,
-            extra_args: vec!["--linger-ms".into(), "1500".into()],
-            ..SenderOptions::default()
-        },
-    );
-    started(&db, &sender).await;
-    wait_until_sql(
-        db.client(),
-        &format!(
-            "SELECT NOT awake FROM hooks.senders WHERE sender_id = '{}'",
-            sender.sender_id
-        ),
-        Duration::from_secs(10),
-    )
-    .await;
+    let sender = slow_sender(&db, &["--linger-ms", "1500"]).await;
+    until_idle(&db, &sender).await;
     db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 3}}))
         .await;
     wait_until(

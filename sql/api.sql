@@ -223,6 +223,7 @@ DECLARE
     v_skipped   bigint;
     v_claimed   integer := 0;
     v_looked_again boolean := false;
+    v_quiet     boolean := false;
     v_now       timestamptz;
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
@@ -240,7 +241,17 @@ BEGIN
     -- again (at-least-once). Publishing transactions keep their own setting.
     PERFORM set_config('synchronous_commit', 'off', true);
 
+    -- A lingering sender's look at an empty queue: one probe of the due index, and it stays
+    -- awake (the loop below would find nothing either, at several times the cost).
+    IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.deliveries x
+                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
+                                     AND x.next_attempt_at <= clock_timestamp()) THEN
+        PERFORM pg_try_advisory_lock_shared(7233327398000002);
+        v_quiet := true;
+    END IF;
+
     FOR v_round IN 1..1000 LOOP
+        EXIT WHEN v_quiet;
         -- not now(): a later look must see rows of transactions that began after this one
         v_now := clock_timestamp();
         -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
@@ -426,12 +437,19 @@ BEGIN
         v_looked_again := true;
     END LOOP;
 
-    -- For DBAs: which senders exist and whether they are awake (written on changes only).
-    INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
-    VALUES (v_sender, v_claimed > 0 OR coalesce(stay_awake, false), now())
-    ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE
-       SET awake = EXCLUDED.awake, seen_at = EXCLUDED.seen_at
-     WHERE s.awake IS DISTINCT FROM EXCLUDED.awake OR s.seen_at < EXCLUDED.seen_at - interval '2 seconds';
+    -- For DBAs: which senders exist and whether they are awake (written on changes, and at
+    -- most every 2 seconds; read first, since ON CONFLICT locks the row even when it changes
+    -- nothing).
+    IF NOT EXISTS (SELECT 1 FROM hooks.senders s
+                    WHERE s.sender_id = v_sender
+                      AND s.awake = (v_claimed > 0 OR coalesce(stay_awake, false))
+                      AND s.seen_at >= now() - interval '2 seconds') THEN
+        INSERT INTO hooks.senders AS s (sender_id, awake, seen_at)
+        VALUES (v_sender, v_claimed > 0 OR coalesce(stay_awake, false), now())
+        ON CONFLICT ON CONSTRAINT senders_pkey DO UPDATE
+           SET awake = EXCLUDED.awake, seen_at = EXCLUDED.seen_at
+         WHERE s.awake IS DISTINCT FROM EXCLUDED.awake OR s.seen_at < EXCLUDED.seen_at - interval '2 seconds';
+    END IF;
 END
 $$;
 

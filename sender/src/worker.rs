@@ -24,7 +24,8 @@ use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// How often a lingering sender looks for new rows.
+/// How often a lingering sender looks for new rows: one look starts this long after the last
+/// one started, or at once when that took longer.
 pub const LINGER_LOOK: Duration = Duration::from_millis(1);
 
 /// What the worker needs to know.
@@ -120,6 +121,7 @@ impl Worker {
             let backing_off = retry_at.is_some_and(|t| t > Instant::now());
             if want_claim && free > 0 && !backing_off {
                 look_at = None;
+                let started = Instant::now();
                 let stay_awake =
                     awake_until.is_some_and(|t| t > Instant::now()) && self.store.can_stay_awake();
                 match self.claim(free, stay_awake, &stop, &hard_stop).await {
@@ -135,7 +137,7 @@ impl Worker {
                             // Awake in the database, so publishers do not notify: look again
                             // shortly. The first look after the linger time goes idle.
                             want_claim = false;
-                            look_at = Some(Instant::now() + LINGER_LOOK);
+                            look_at = Some(started + LINGER_LOOK);
                         } else {
                             // The queue is empty and this sender is now marked idle, so
                             // publishers notify again.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
@@ -102,23 +103,15 @@ impl Store {
         let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
         let lease_secs = lease.as_secs_f64();
         let conn = self.connection(Role::Claim).await?;
-        let res = if conn.claim_stays_awake {
-            tokio::time::timeout(
-                DB_OP_TIMEOUT,
-                conn.client.query(
-                    &conn.claim,
-                    &[&self.sender_id, &max_rows, &lease_secs, &stay_awake],
-                ),
-            )
-            .await
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&self.sender_id, &max_rows, &lease_secs, &stay_awake];
+        // 0.1.0's claim takes no stay_awake.
+        let params = if conn.claim_stays_awake {
+            &params[..]
         } else {
-            tokio::time::timeout(
-                DB_OP_TIMEOUT,
-                conn.client
-                    .query(&conn.claim, &[&self.sender_id, &max_rows, &lease_secs]),
-            )
-            .await
+            &params[..3]
         };
+        let res = tokio::time::timeout(DB_OP_TIMEOUT, conn.client.query(&conn.claim, params)).await;
         let rows = self.observe(Role::Claim, &conn, res).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {

@@ -115,6 +115,19 @@ BEGIN
 END
 $$;
 
+-- The lease fence, the one rule for whether a sender's result or release still applies: the
+-- delivery is in flight, leased to this sender, under the same lease. A lease is named by its
+-- token (hooks.claim issues a new one for every lease, never reused); a result without one
+-- (a sender older than 0.3.0) is fenced by the attempt number instead, as 0.2.0 did.
+CREATE FUNCTION hooks._holds_lease(status text, lease_owner text, attempt_number integer,
+                                   lease_token bigint, sender_id text, claimed_attempt integer,
+                                   claimed_token bigint)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT $1 = 'in_flight' AND $2 = $5
+       AND CASE WHEN $7 IS NULL THEN $3 = $6 ELSE $4 = $7 END
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- Wake-ups. NOTIFY makes a committing transaction take a cluster-wide lock, so publishers only
 -- notify when no sender is awake. Two advisory locks, neither of them MVCC (so the check is
@@ -189,8 +202,10 @@ END
 $$;
 
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
--- with every header (signatures included) computed. Rows whose lease expired are reclaimed and
--- their lost attempt logged. Due rows of a disabled webhook are cancelled; those of a paused
+-- with every header (signatures included) computed, and a new lease_token for each: the fence
+-- complete and release check (hooks._holds_lease). Rows whose lease expired are reclaimed and
+-- their lost attempt logged; an expired lease was an attempt, so one that was the last attempt
+-- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled; those of a paused
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
 -- one delivery per webhook and claim goes out as a probe; skipped rows move out of the due range
 -- (for a second, or to the end of the pause) and the claim looks further, so these never hold up
@@ -205,7 +220,7 @@ CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEF
                             stay_awake boolean DEFAULT false)
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
-               lease_expires_at timestamptz)
+               lease_expires_at timestamptz, lease_token bigint)
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
@@ -340,7 +355,12 @@ BEGIN
                  GROUP BY x.webhook_id
             ), plan AS (
                 SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
+                       coalesce((w.retry_config->>'maxAttempts')::int, 3) AS max_attempts,
                        CASE
+                           -- an expired lease was an attempt: with none left, the delivery ends
+                           WHEN due.status = 'in_flight'
+                                AND due.attempt_number >= coalesce((w.retry_config->>'maxAttempts')::int, 3)
+                               THEN 'exhaust'
                            WHEN NOT w.enabled THEN 'cancel'
                            WHEN w.paused_until > v_now THEN 'wait'
                            WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
@@ -368,23 +388,28 @@ BEGIN
             ), skipped AS (
                 UPDATE hooks.deliveries d
                    SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
+                                     WHEN plan.action = 'exhaust' THEN 'failed'
                                      WHEN plan.status = 'in_flight' THEN 'retrying'
                                      ELSE plan.status END,
                        error_message = CASE WHEN plan.action = 'cancel'
                                             THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
+                                            WHEN plan.action = 'exhaust'
+                                            THEN format('attempt %s of %s: the sender (%s) never reported a result before its lease expired',
+                                                        plan.attempt_number, plan.max_attempts, plan.lease_owner)
                                             ELSE d.error_message END,
-                       next_attempt_at = CASE WHEN plan.action = 'cancel' THEN d.next_attempt_at
+                       next_attempt_at = CASE WHEN plan.action IN ('cancel', 'exhaust') THEN d.next_attempt_at
                                               ELSE greatest(plan.paused_until, v_now + interval '1 second') END,
                        lease_owner = NULL,
                        updated_at = now()
                   FROM plan
-                 WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait')
+                 WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait', 'exhaust')
                 RETURNING 1
             ), claimed AS (
                 UPDATE hooks.deliveries d
                    SET status = 'in_flight',
                        attempt_number = d.attempt_number + 1,
                        lease_owner = v_sender,
+                       lease_token = nextval('hooks.lease_tokens'),
                        next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
                        updated_at = now()
                   FROM plan
@@ -410,7 +435,7 @@ BEGIN
                        'webhook-signature', hooks.sign_standard(d.delivery_uuid::text, v_ts, e.body,
                            CASE WHEN w.previous_secret_expires_at > v_now
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
-                   e.body, w.timeout_ms, d.next_attempt_at
+                   e.body, w.timeout_ms, d.next_attempt_at, d.lease_token
               FROM hooks.deliveries d
               JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id AND w.webhook_id = ANY (v_cand_wh)
               JOIN hooks.events e ON e.event_id = d.event_id
@@ -455,7 +480,7 @@ $$;
 
 -- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
 -- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
--- holds the lease of that attempt. 2xx -> success; 410 -> failed and the webhook disabled; the
+-- holds that lease (hooks._holds_lease). 2xx -> success; 410 -> failed and the webhook disabled; the
 -- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
 -- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
 -- Plans: only index lookups and nested loops. The planner cannot know how many rows
@@ -488,12 +513,12 @@ BEGIN
     WITH r AS (
         SELECT *
           FROM jsonb_to_recordset(results) AS r(delivery_id bigint, attempt_number integer,
-               status_code integer, error text, response_body text, duration_ms integer,
-               retry_after_ms bigint)
+               lease_token bigint, status_code integer, error text, response_body text,
+               duration_ms integer, retry_after_ms bigint)
     ), cur AS (
         SELECT r.*, d.webhook_id, d.tenant_id, w.retry_config, w.enabled,
-               (d.status = 'in_flight' AND d.lease_owner = v_sender
-                AND d.attempt_number = r.attempt_number) AS holds,
+               hooks._holds_lease(d.status, d.lease_owner, d.attempt_number, d.lease_token,
+                                  v_sender, r.attempt_number, r.lease_token) AS holds,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
                CASE WHEN r.status_code BETWEEN 200 AND 299 AND r.error IS NULL THEN NULL
                     ELSE left(coalesce(r.error, 'HTTP ' || r.status_code, 'unknown error'), 1000)
@@ -590,7 +615,8 @@ BEGIN
 END
 $$;
 
--- Gives back claimed deliveries that were never sent: due at once, the attempt not counted.
+-- Gives back claimed deliveries that were never sent: due at once, the attempt not counted
+-- (the lease token is not reused: the next claim issues a new one).
 -- Plans: as in hooks.complete.
 CREATE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
@@ -605,7 +631,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     WITH r AS (
-        SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer)
+        SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer,
+                                                          lease_token bigint)
     ), upd AS (
         UPDATE hooks.deliveries d
            SET status = CASE WHEN d.attempt_number > 1 THEN 'retrying' ELSE 'pending' END,
@@ -614,8 +641,9 @@ BEGIN
                lease_owner = NULL,
                updated_at = now()
           FROM r
-         WHERE d.delivery_id = r.delivery_id AND d.status = 'in_flight'
-           AND d.lease_owner = v_sender AND d.attempt_number = r.attempt_number
+         WHERE d.delivery_id = r.delivery_id
+           AND hooks._holds_lease(d.status, d.lease_owner, d.attempt_number, d.lease_token,
+                                  v_sender, r.attempt_number, r.lease_token)
         RETURNING 1
     )
     SELECT count(*) INTO v_released FROM upd;

@@ -79,8 +79,14 @@ CREATE TABLE hooks.deliveries (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     delivered_at    timestamptz,
+    -- the fence of the current (or last) lease: issued by hooks.claim from hooks.lease_tokens,
+    -- unique for all time; complete and release apply only while the delivery still holds it
+    lease_token     bigint,
     CONSTRAINT deliveries_event_webhook_key UNIQUE (event_id, webhook_id)
 );
+
+-- Lease tokens (hooks.deliveries.lease_token): one per claim, never reused.
+CREATE SEQUENCE hooks.lease_tokens;
 
 -- claim: the due rows, oldest first, one index whatever the size of the finished history.
 CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
@@ -135,3 +141,4 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries_delivery_id_seq', '
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');

@@ -1,7 +1,6 @@
 //! What `hooks.claim` hands out and what `hooks.complete` / `hooks.release` take back
 //! (docs/sender-api.md).
 
-use serde::Serialize;
 use tokio_postgres::Row;
 
 use crate::error::{Error, Result};
@@ -11,8 +10,11 @@ use crate::error::{Error, Result};
 pub struct Delivery {
     /// The delivery.
     pub delivery_id: i64,
-    /// This attempt's number: the fencing token passed back to complete/release.
+    /// This attempt's number (1 for the first), passed back to complete/release.
     pub attempt_number: i32,
+    /// The lease's fencing token, passed back to complete/release; `None` from an extension
+    /// older than 0.3.0, which fences on the attempt number alone.
+    pub lease_token: Option<i64>,
     /// Stable across retries; already in the headers.
     pub delivery_uuid: String,
     /// The webhook.
@@ -31,7 +33,11 @@ pub struct Delivery {
 
 /// The columns the sender reads from `hooks.claim`, in [`Delivery::from_row`]'s order.
 pub const CLAIM_COLUMNS: &str = "delivery_id, attempt_number, delivery_uuid::text, webhook_id, \
-     event_type, url, headers::text, body, timeout_ms";
+     event_type, url, headers::text, body, timeout_ms, lease_token";
+/// The same from an extension older than 0.3.0, whose claim issues no lease token.
+pub const CLAIM_COLUMNS_0_2: &str =
+    "delivery_id, attempt_number, delivery_uuid::text, webhook_id, \
+     event_type, url, headers::text, body, timeout_ms, NULL::bigint";
 
 impl Delivery {
     /// Reads one row selected with [`CLAIM_COLUMNS`].
@@ -50,106 +56,21 @@ impl Delivery {
             headers,
             body: row.try_get(7).map_err(|e| bad("body", e))?,
             timeout_ms: row.try_get(8).map_err(|e| bad("timeout_ms", e))?,
+            lease_token: row.try_get(9).map_err(|e| bad("lease_token", e))?,
         })
     }
 
-    /// The (delivery, attempt) pair that identifies this lease.
+    /// The lease: delivery, attempt and token.
     pub fn key(&self) -> DeliveryKey {
         DeliveryKey {
             delivery_id: self.delivery_id,
             attempt_number: self.attempt_number,
+            lease_token: self.lease_token,
         }
     }
 }
 
-/// One element of `hooks.release`'s array.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct DeliveryKey {
-    /// The delivery.
-    pub delivery_id: i64,
-    /// The attempt it was claimed for.
-    pub attempt_number: i32,
-}
-
-/// One element of `hooks.complete`'s array: the outcome of one HTTP attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct AttemptResult {
-    /// The delivery.
-    pub delivery_id: i64,
-    /// The attempt it was claimed for.
-    pub attempt_number: i32,
-    /// The HTTP status, or null when no response came.
-    pub status_code: Option<u16>,
-    /// Null on a 2xx; otherwise a short reason.
-    pub error: Option<String>,
-    /// The start of the response body (the database keeps 1,000 characters).
-    pub response_body: Option<String>,
-    /// How long the attempt took.
-    pub duration_ms: u64,
-    /// The receiver's Retry-After on 429/503, in milliseconds.
-    pub retry_after_ms: Option<u64>,
-}
-
-impl AttemptResult {
-    /// 2xx and no error.
-    pub fn is_success(&self) -> bool {
-        self.error.is_none() && matches!(self.status_code, Some(200..=299))
-    }
-
-    /// The pair that identifies the lease this result belongs to.
-    pub fn key(&self) -> DeliveryKey {
-        DeliveryKey {
-            delivery_id: self.delivery_id,
-            attempt_number: self.attempt_number,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_json_has_the_documented_shape() {
-        let r = AttemptResult {
-            delivery_id: 17,
-            attempt_number: 1,
-            status_code: Some(200),
-            error: None,
-            response_body: Some("ok".into()),
-            duration_ms: 12,
-            retry_after_ms: None,
-        };
-        assert!(r.is_success());
-        let json = serde_json::to_string(&[r]).unwrap_or_default();
-        assert_eq!(
-            json,
-            r#"[{"delivery_id":17,"attempt_number":1,"status_code":200,"error":null,"response_body":"ok","duration_ms":12,"retry_after_ms":null}]"#
-        );
-        let key = serde_json::to_string(&[DeliveryKey {
-            delivery_id: 17,
-            attempt_number: 1,
-        }])
-        .unwrap_or_default();
-        assert_eq!(key, r#"[{"delivery_id":17,"attempt_number":1}]"#);
-    }
-
-    #[test]
-    fn success_needs_2xx_and_no_error() {
-        let mut r = AttemptResult {
-            delivery_id: 1,
-            attempt_number: 1,
-            status_code: Some(503),
-            error: Some("HTTP 503".into()),
-            response_body: None,
-            duration_ms: 1,
-            retry_after_ms: Some(1000),
-        };
-        assert!(!r.is_success());
-        r.status_code = None;
-        assert!(!r.is_success());
-        r.status_code = Some(204);
-        r.error = None;
-        assert!(r.is_success());
-    }
-}
+/// What `hooks.release` takes; the head of every result (the contract with the extension).
+pub type DeliveryKey = hooks_core::contract::LeaseKey;
+/// One element of `hooks.complete`'s array (the contract with the extension).
+pub use hooks_core::contract::AttemptResult;

@@ -56,13 +56,12 @@ impl Executor {
         let started = Instant::now();
         let outcome = self.attempt(&delivery).await;
         AttemptResult {
-            delivery_id: delivery.delivery_id,
-            attempt_number: delivery.attempt_number,
             status_code: outcome.status_code,
             error: outcome.error.map(|e| clean(&e, MAX_ERROR_CHARS)),
             response_body: outcome.response_body,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             retry_after_ms: outcome.retry_after_ms,
+            ..AttemptResult::for_lease(delivery.key())
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
-use crate::delivery::{AttemptResult, Delivery, DeliveryKey, CLAIM_COLUMNS};
+use crate::delivery::{AttemptResult, Delivery, DeliveryKey, CLAIM_COLUMNS, CLAIM_COLUMNS_0_2};
 use crate::error::{Error, Result};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -233,26 +233,7 @@ impl Store {
                     warn!(error = %crate::error::chain(&e), role = ?role, "database connection closed");
                 }
             });
-            let (claim, claim_stays_awake) = match client
-                .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL}"))
-                .await
-            {
-                Ok(st) => (st, true),
-                // An extension older than the sender (it is updated first, but may not be).
-                Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
-                    if matches!(role, Role::Claim) {
-                        warn!(
-                            "hooks.claim has no stay_awake (beema_hooks extension older than \
-                             0.2.0): not lingering after rows; run ALTER EXTENSION beema_hooks UPDATE"
-                        );
-                    }
-                    let st = client
-                        .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL_0_1}"))
-                        .await?;
-                    (st, false)
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let (claim, claim_stays_awake) = prepare_claim(&client, role).await?;
             let complete = client
                 .prepare("select hooks.complete($1::text, $2::text::jsonb)::bigint")
                 .await?;
@@ -270,6 +251,44 @@ impl Store {
         tokio::time::timeout(DB_OP_TIMEOUT, work)
             .await
             .unwrap_or(Err(Error::DbTimeout(DB_OP_TIMEOUT)))
+    }
+}
+
+/// Prepares the claim of the newest form the extension has: 0.3.0's (lease tokens), 0.2.0's
+/// (no token: results are fenced by the attempt number) or 0.1.0's (no token, no stay_awake).
+/// Returns it with whether it takes `stay_awake`. The extension is updated before the senders,
+/// but may not be.
+async fn prepare_claim(client: &Client, role: Role) -> Result<(Statement, bool)> {
+    let outdated = |what: &str| {
+        if matches!(role, Role::Claim) {
+            warn!("beema_hooks extension {what}; run ALTER EXTENSION beema_hooks UPDATE");
+        }
+    };
+    match client
+        .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL}"))
+        .await
+    {
+        Ok(st) => return Ok((st, true)),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_COLUMN) => {}
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match client
+        .prepare(&format!("select {CLAIM_COLUMNS_0_2} from {CLAIM_SQL}"))
+        .await
+    {
+        Ok(st) => {
+            outdated("older than 0.3.0: claims issue no lease tokens, results are fenced by attempt number");
+            Ok((st, true))
+        }
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
+            outdated("older than 0.2.0: hooks.claim has no stay_awake, not lingering after rows");
+            let st = client
+                .prepare(&format!("select {CLAIM_COLUMNS_0_2} from {CLAIM_SQL_0_1}"))
+                .await?;
+            Ok((st, false))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -286,13 +286,8 @@ impl Worker {
                 error!(error = %e, delivery = ?key, "attempt task failed");
                 if let Some(key) = key {
                     let result = AttemptResult {
-                        delivery_id: key.delivery_id,
-                        attempt_number: key.attempt_number,
-                        status_code: None,
                         error: Some("internal error in the sender".to_owned()),
-                        response_body: None,
-                        duration_ms: 0,
-                        retry_after_ms: None,
+                        ..AttemptResult::for_lease(key)
                     };
                     if self.results.try_send(result).is_err() {
                         error!(delivery = ?key, "could not queue the result of a failed task");

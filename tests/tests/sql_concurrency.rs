@@ -666,3 +666,195 @@ async fn stay_awake_claims_keep_publishers_quiet_until_a_plain_empty_claim() {
     notified(&mut rx, "a publish after the sender went idle must notify").await;
     db.cleanup().await;
 }
+
+/// (delivery_id, attempt_number, lease_token) of each row `sender` claims.
+async fn claim_leases(c: &tokio_postgres::Client, sender: &str) -> Vec<(i64, i32, i64)> {
+    c.query(
+        "SELECT delivery_id, attempt_number, lease_token FROM hooks.claim($1, 10)",
+        &[&sender],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// Makes every live lease run out now (waiting for a real one takes timeout + 10 s).
+async fn expire_leases(c: &tokio_postgres::Client) {
+    c.execute(
+        "UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second'
+          WHERE status = 'in_flight'",
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
+/// A poison row (its sender dies, or cannot report, every time) is not retried forever: each
+/// expired lease counts as an attempt, and once `maxAttempts` leases expired the delivery ends
+/// `failed`, in `hooks.dead_letters`, saying that the sender never reported.
+#[tokio::test]
+async fn a_lease_that_keeps_expiring_ends_failed_after_max_attempts() {
+    let db = TestDb::new().await;
+    db.register(&Webhook::new("poison", "t1", "a/b", NOWHERE).retry(2, 10))
+        .await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "t1"}}))
+        .await;
+    let c = db.client();
+
+    let mut tokens = Vec::new();
+    for attempt in 1..=2 {
+        let got = claim_leases(c, "dies-every-time").await;
+        assert_eq!(got.len(), 1, "claim {attempt}: {got:?}");
+        assert_eq!(got[0].1, attempt, "the reclaim is the next attempt");
+        tokens.push(got[0].2);
+        expire_leases(c).await;
+    }
+    assert_ne!(tokens[0], tokens[1], "every lease has its own token");
+
+    let got = claim_leases(c, "dies-every-time").await;
+    assert!(
+        got.is_empty(),
+        "no attempt is left after 2 expired leases, yet it was claimed again: {got:?}"
+    );
+    let row = c
+        .query_one(
+            "SELECT status, attempt_number, error_message FROM hooks.deliveries",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (status, attempts, error): (String, i32, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!((status.as_str(), attempts), ("failed", 2));
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("never reported"),
+        "the error says why: {error}"
+    );
+    assert_eq!(db.count("hooks.dead_letters").await, 1);
+    let outcomes: Vec<(i32, String)> = c
+        .query(
+            "SELECT attempt_number, outcome FROM hooks.attempts ORDER BY attempt_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![(1, "lease_expired".into()), (2, "lease_expired".into())]
+    );
+    // Nothing more is ever handed out, however often the senders look.
+    expire_leases(c).await;
+    assert!(claim_leases(c, "another").await.is_empty());
+    db.cleanup().await;
+}
+
+/// The fence is the lease token, never reused: a sender that released a delivery (attempt not
+/// counted) and claimed it again under the same sender id, for the same attempt number, gets a
+/// new token, and a late result of the first lease is logged as `lease_lost` and changes nothing.
+#[tokio::test]
+async fn a_stale_result_after_release_and_reclaim_by_the_same_sender_is_lease_lost() {
+    let db = TestDb::new().await;
+    db.register(&Webhook::new("fence", "t1", "a/b", NOWHERE))
+        .await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "t1"}}))
+        .await;
+    let c = db.client();
+    let first = claim_leases(c, "s").await;
+    assert_eq!(first.len(), 1);
+    let (id, attempt1, token1) = first[0];
+    let result = |attempt: i32, token: i64, status: i32| {
+        let error = (status != 200).then(|| format!("HTTP {status}"));
+        json!([{"delivery_id": id, "attempt_number": attempt, "lease_token": token,
+                "status_code": status, "error": error, "response_body": "", "duration_ms": 4,
+                "retry_after_ms": null}])
+        .to_string()
+    };
+    let released: i32 = c
+        .query_one(
+            "SELECT hooks.release('s', $1::text::jsonb)",
+            &[
+                &json!([{"delivery_id": id, "attempt_number": attempt1, "lease_token": token1}])
+                    .to_string(),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(released, 1);
+    let second = claim_leases(c, "s").await;
+    assert_eq!(second.len(), 1);
+    let (_, attempt2, token2) = second[0];
+    assert_eq!(attempt2, attempt1, "a released attempt is not counted");
+    assert_ne!(token2, token1, "a new lease, a new token");
+
+    let applied: i32 = c
+        .query_one(
+            "SELECT hooks.complete('s', $1::text::jsonb)",
+            &[&result(attempt1, token1, 500)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        applied, 0,
+        "the first lease's result must not apply to the second"
+    );
+    let row = c
+        .query_one(
+            "SELECT status, lease_token, error_message FROM hooks.deliveries WHERE delivery_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "in_flight");
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(token2));
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    // Releasing with the stale token does nothing either.
+    let released: i32 = c
+        .query_one(
+            "SELECT hooks.release('s', $1::text::jsonb)",
+            &[
+                &json!([{"delivery_id": id, "attempt_number": attempt1, "lease_token": token1}])
+                    .to_string(),
+            ],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(released, 0);
+
+    let applied: i32 = c
+        .query_one(
+            "SELECT hooks.complete('s', $1::text::jsonb)",
+            &[&result(attempt2, token2, 200)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    let log: Vec<String> = c
+        .query(
+            "SELECT outcome FROM hooks.attempts WHERE delivery_id = $1 ORDER BY attempt_id",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(log, vec!["lease_lost", "success"]);
+    assert_eq!(
+        db.one::<String>(&format!(
+            "SELECT status FROM hooks.deliveries WHERE delivery_id = {id}"
+        ))
+        .await,
+        "success"
+    );
+    db.cleanup().await;
+}

@@ -4,6 +4,7 @@
 //! which pattern matches which event type, how a delivery is signed, when a retry is due) is
 //! unit-tested and fuzzed in plain Rust, and the extension only adds the SQL glue.
 
+pub mod contract;
 pub mod error;
 pub mod event;
 pub mod pattern;

@@ -90,6 +90,7 @@ fn delivery(url: String) -> Delivery {
     Delivery {
         delivery_id: 17,
         attempt_number: 2,
+        lease_token: Some(41),
         delivery_uuid: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
         webhook_id: 3,
         event_type: "policy/bound".into(),
@@ -123,7 +124,10 @@ async fn sends_the_rows_headers_and_exact_body() {
     assert_eq!(r.status_code, Some(200));
     assert_eq!(r.error, None);
     assert_eq!(r.response_body.as_deref(), Some("ok"));
-    assert_eq!((r.delivery_id, r.attempt_number), (17, 2));
+    assert_eq!(
+        (r.delivery_id, r.attempt_number, r.lease_token),
+        (17, 2, Some(41))
+    );
     assert!(r.is_success());
     let req = requests.recv().await.unwrap_or_default();
     let text = String::from_utf8_lossy(&req);

@@ -3,8 +3,9 @@
 #   scripts/upgrade_test.sh [--own-cluster] [--keep]
 # For each released version V (a frozen install script sql/beema_hooks--V.sql):
 #   1. database beema_upgrade_from_V: CREATE EXTENSION beema_hooks VERSION 'V', data written
-#      through V's API (webhooks incl. a wildcard one, publish, claim, complete: rows in every
-#      table), a snapshot of every row, then ALTER EXTENSION beema_hooks UPDATE (to the current
+#      through V's API (webhooks incl. a wildcard one, a paused one and a disabled one; publish,
+#      claim, complete: rows in every table, deliveries in every state: pending, in_flight,
+#      retrying, success, failed, cancelled), a snapshot of every row, then ALTER EXTENSION beema_hooks UPDATE (to the current
 #      version, through the chain of sql/beema_hooks--A--B.sql);
 # then database beema_upgrade_fresh: a fresh CREATE EXTENSION beema_hooks;
 #   2. both are dumped by scripts/upgrade_catalog.sql (tables, columns, constraints, indexes,
@@ -91,6 +92,20 @@ rm -rf "$out" && mkdir -p "$out"
 
 # --- data written through the old version's API, and a snapshot of every row
 load_sql=$(cat <<'SQL'
+-- initech: one delivery failed for good (maxAttempts 1), which also opens its webhook's breaker
+-- (threshold 1 for this session: the webhook is paused), and one cancelled (webhook disabled)
+SET hooks.breaker_failure_threshold = 1;
+SELECT 1 FROM hooks.create_webhook('initech', 'one-shot', 'report/*', 'http://127.0.0.1:9/once',
+                                   retry_config => '{"maxAttempts": 1, "backoffMs": 100}');
+SELECT 1 FROM hooks.create_webhook('initech', 'switched-off', 'report/*', 'http://127.0.0.1:9/off');
+SELECT 1 FROM hooks.publish('{"event": "report/filed", "data": {"tenantId": "initech"}, "id": "upgrade-0"}');
+SELECT (hooks.disable_webhook(webhook_id, 'upgrade test')).enabled FROM hooks.webhooks WHERE webhook_name = 'switched-off';
+SELECT 1 FROM hooks.complete('upgrade-test-sender', (
+    SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
+                                        'status_code', 500, 'error', 'HTTP 500', 'response_body', 'down',
+                                        'duration_ms', 5, 'retry_after_ms', NULL))
+      FROM hooks.claim('upgrade-test-sender', 10)));
+RESET hooks.breaker_failure_threshold;
 INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url)
 VALUES ('acme', 'claims-to-crm', 'claim/*', 'http://127.0.0.1:9/crm'),
        ('acme', 'bound-policies', 'policy/bound', 'http://127.0.0.1:9/policies');
@@ -119,9 +134,10 @@ DECLARE
     got text := (SELECT string_agg(status || '=' || c, ' ' ORDER BY status)
                    FROM (SELECT status, count(*) AS c FROM hooks.deliveries GROUP BY status) s);
 BEGIN
-    IF (SELECT count(*) FROM hooks.webhooks) <> 4 OR (SELECT count(*) FROM hooks.events) <> 3
-       OR (SELECT count(*) FROM hooks.attempts) <> 2
-       OR got IS DISTINCT FROM 'in_flight=1 pending=2 retrying=1 success=1' THEN
+    IF (SELECT count(*) FROM hooks.webhooks) <> 6 OR (SELECT count(*) FROM hooks.events) <> 4
+       OR (SELECT count(*) FROM hooks.attempts) <> 3
+       OR got IS DISTINCT FROM 'cancelled=1 failed=1 in_flight=1 pending=2 retrying=1 success=1'
+       OR NOT EXISTS (SELECT 1 FROM hooks.webhooks WHERE webhook_name = 'one-shot' AND paused_until > now()) THEN
         RAISE EXCEPTION 'unexpected data before the upgrade: %', got;
     END IF;
 END

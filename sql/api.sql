@@ -128,6 +128,24 @@ LANGUAGE sql IMMUTABLE AS $$
        AND CASE WHEN $7 IS NULL THEN $3 = $6 ELSE $4 = $7 END
 $$;
 
+-- The circuit breaker's step for a batch of failed results of one webhook with no success among
+-- them (a success always closes it): 'open' when they bring its consecutive failures to the
+-- threshold (paused for the first cool-down); 'reopen' when it is half-open (at the threshold,
+-- pause over) and a request claimed since it last opened failed: a failed probe (paused for
+-- twice the last cool-down); 'keep' otherwise: failures while paused, or of requests already in
+-- flight when it opened, count once with the failure that opened it. Threshold 0: no breaker.
+CREATE FUNCTION hooks._breaker_step(consecutive_failures integer, paused boolean, failures bigint,
+                                    new_failures bigint, threshold integer)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+               WHEN $3 = 0 OR $5 <= 0 OR $2 THEN 'keep'
+               WHEN $1 < $5 AND $1 + $3 >= $5 THEN 'open'
+               WHEN $1 >= $5 AND $4 > 0 THEN 'reopen'
+               ELSE 'keep'
+           END
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- Wake-ups. NOTIFY makes a committing transaction take a cluster-wide lock, so publishers only
 -- notify when no sender is awake. Two advisory locks, neither of them MVCC (so the check is
@@ -227,6 +245,7 @@ DECLARE
     v_sender    text := claim.sender_id;
     v_ts        bigint := extract(epoch FROM now())::bigint;
     v_threshold integer := hooks._setting_int('hooks.breaker_failure_threshold', 5);
+    v_max_cool  bigint := hooks._setting_int('hooks.breaker_max_cooldown_ms', 3600000);
     v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     v_full      bigint[];
     v_cand      bigint[];
@@ -343,7 +362,7 @@ BEGIN
         ELSE
             WITH due AS (
                 SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
-                       d.next_attempt_at
+                       d.next_attempt_at, greatest(v_max_cool - d.breaker_held_ms, 0) AS hold_left_ms
                   FROM hooks.deliveries d
                  WHERE d.delivery_id = ANY (v_cand)
             ), busy AS (
@@ -356,16 +375,22 @@ BEGIN
             ), plan AS (
                 SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
                        coalesce((w.retry_config->>'maxAttempts')::int, 3) AS max_attempts,
+                       least(greatest(w.paused_until, v_now + interval '1 second'),
+                             v_now + due.hold_left_ms * interval '1 millisecond') AS held_until,
                        CASE
                            -- an expired lease was an attempt: with none left, the delivery ends
                            WHEN due.status = 'in_flight'
                                 AND due.attempt_number >= coalesce((w.retry_config->>'maxAttempts')::int, 3)
                                THEN 'exhaust'
                            WHEN NOT w.enabled THEN 'cancel'
-                           WHEN w.paused_until > v_now THEN 'wait'
-                           WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold
+                           -- the breaker holds a delivery back for at most one maximum
+                           -- cool-down over its life; after that it goes out like any other
+                           WHEN w.paused_until > v_now AND due.hold_left_ms > 0 THEN 'wait'
+                           -- half-open: one probe, the delivery with the most attempts behind it
+                           WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold AND due.hold_left_ms > 0
                                 AND coalesce(busy.n, 0)
-                                    + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > 1
+                                    + row_number() OVER (PARTITION BY due.webhook_id
+                                                         ORDER BY due.attempt_number DESC, due.next_attempt_at) > 1
                                THEN 'wait'
                            -- another sender is claiming this webhook, or it is at the cap: left as
                            -- it is (unlocked at commit) for a later claim
@@ -398,7 +423,9 @@ BEGIN
                                                         plan.attempt_number, plan.max_attempts, plan.lease_owner)
                                             ELSE d.error_message END,
                        next_attempt_at = CASE WHEN plan.action IN ('cancel', 'exhaust') THEN d.next_attempt_at
-                                              ELSE greatest(plan.paused_until, v_now + interval '1 second') END,
+                                              ELSE plan.held_until END,
+                       breaker_held_ms = d.breaker_held_ms + CASE WHEN plan.action = 'wait'
+                           THEN ceil(extract(epoch FROM plan.held_until - v_now) * 1000)::bigint ELSE 0 END,
                        lease_owner = NULL,
                        updated_at = now()
                   FROM plan
@@ -499,6 +526,8 @@ DECLARE
     v_max_cool  bigint := hooks._setting_int('hooks.breaker_max_cooldown_ms', 3600000);
     v_disable   integer := hooks._setting_int('hooks.disable_after_failing_hours', 72);
     v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
+    -- every lease token issued so far: the breaker's fence when it opens now
+    v_issued    bigint := (SELECT t.last_value FROM hooks.lease_tokens t);
     v_applied   integer;
     v_freed     boolean;
 BEGIN
@@ -517,6 +546,8 @@ BEGIN
                duration_ms integer, retry_after_ms bigint)
     ), cur AS (
         SELECT r.*, d.webhook_id, d.tenant_id, w.retry_config, w.enabled,
+               -- claimed after the breaker last opened (or a probe failed): a new request
+               coalesce(d.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
                hooks._holds_lease(d.status, d.lease_owner, d.attempt_number, d.lease_token,
                                   v_sender, r.attempt_number, r.lease_token) AS holds,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
@@ -557,25 +588,43 @@ BEGIN
           FROM cur
     ), per_webhook AS (
         SELECT cur.webhook_id, bool_or(cur.ok) AS any_ok, count(*) FILTER (WHERE NOT cur.ok) AS failures,
+               count(*) FILTER (WHERE NOT cur.ok AND cur.after_fence) AS new_failures,
                bool_or(cur.status_code = 410) AS gone
           FROM cur
          WHERE cur.holds
          GROUP BY cur.webhook_id
     ), breaker AS (
-        -- One update per webhook: a success closes the breaker; failures count up, pause the
-        -- webhook for a growing cool-down past the threshold, and disable it after a sustained
-        -- failure window; 410 Gone disables it at once.
+        -- One update per webhook: a success closes the breaker. Failures count up; reaching the
+        -- threshold opens it (paused for hooks.breaker_cooldown_ms); once the pause is over
+        -- (half-open), a failed probe, a request claimed since it opened, pauses it again for
+        -- twice as long (up to hooks.breaker_max_cooldown_ms). Failures of requests that were
+        -- already in flight when it opened, or that end while it is paused, change no pause:
+        -- requests failing together count once. A sustained failure window disables the
+        -- webhook; 410 Gone disables it at once.
+        -- (Read from w, not from a CTE: w is the row as it is after any concurrent complete.)
         UPDATE hooks.webhooks w
            SET consecutive_failures = CASE WHEN s.any_ok THEN 0 ELSE w.consecutive_failures + s.failures END,
                failing_since = CASE WHEN s.any_ok THEN NULL ELSE coalesce(w.failing_since, now()) END,
                last_success_at = CASE WHEN s.any_ok THEN now() ELSE w.last_success_at END,
                last_failure_at = CASE WHEN s.failures > 0 THEN now() ELSE w.last_failure_at END,
-               paused_until = CASE
-                   WHEN s.any_ok THEN NULL
-                   WHEN v_threshold > 0 AND w.consecutive_failures + s.failures >= v_threshold
-                       THEN now() + least(v_cooldown * 2 ^ least(w.consecutive_failures + s.failures - v_threshold, 30),
-                                          v_max_cool) * interval '1 millisecond'
-                   ELSE w.paused_until END,
+               paused_until = CASE WHEN s.any_ok THEN NULL ELSE
+                   CASE hooks._breaker_step(w.consecutive_failures, coalesce(w.paused_until > now(), false),
+                                            s.failures, s.new_failures, v_threshold)
+                       WHEN 'open' THEN now() + least(v_cooldown, v_max_cool) * interval '1 millisecond'
+                       WHEN 'reopen' THEN now() + least(v_cooldown * 2 ^ least(w.breaker_level + 1, 30), v_max_cool)
+                                                  * interval '1 millisecond'
+                       ELSE w.paused_until END END,
+               breaker_level = CASE WHEN s.any_ok THEN 0 ELSE
+                   CASE hooks._breaker_step(w.consecutive_failures, coalesce(w.paused_until > now(), false),
+                                            s.failures, s.new_failures, v_threshold)
+                       WHEN 'open' THEN 0
+                       WHEN 'reopen' THEN w.breaker_level + 1
+                       ELSE w.breaker_level END END,
+               breaker_fence = CASE WHEN s.any_ok THEN w.breaker_fence ELSE
+                   CASE hooks._breaker_step(w.consecutive_failures, coalesce(w.paused_until > now(), false),
+                                            s.failures, s.new_failures, v_threshold)
+                       WHEN 'keep' THEN w.breaker_fence
+                       ELSE v_issued END END,
                enabled = CASE
                    WHEN s.gone THEN false
                    WHEN NOT s.any_ok AND v_disable > 0

@@ -35,6 +35,12 @@ CREATE TABLE hooks.webhooks (
     -- '*.created'); publish looks up only the patterns whose prefix the event type starts with
     pattern_prefix  text        GENERATED ALWAYS AS (
         CASE WHEN strpos(event_type, '*') > 0 THEN left(event_type, strpos(event_type, '*') - 1) END) STORED,
+    -- circuit breaker (README, "Circuit breaker"): failed probes since it opened (the cool-down
+    -- is hooks.breaker_cooldown_ms x 2^breaker_level), and the last lease token issued when it
+    -- last opened or a probe failed: requests with tokens up to it were already in flight, and
+    -- their failures count once, with the one that opened it
+    breaker_level   integer     NOT NULL DEFAULT 0,
+    breaker_fence   bigint,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
 );
 
@@ -82,6 +88,9 @@ CREATE TABLE hooks.deliveries (
     -- the fence of the current (or last) lease: issued by hooks.claim from hooks.lease_tokens,
     -- unique for all time; complete and release apply only while the delivery still holds it
     lease_token     bigint,
+    -- how long the circuit breaker has held this delivery back so far: at most
+    -- hooks.breaker_max_cooldown_ms over its life, after which it is sent despite the breaker
+    breaker_held_ms bigint      NOT NULL DEFAULT 0,
     CONSTRAINT deliveries_event_webhook_key UNIQUE (event_id, webhook_id)
 );
 

@@ -99,6 +99,8 @@ impl Recorded {
 struct Behaviour {
     sequence: VecDeque<Reply>,
     default: Option<Reply>,
+    /// The first n requests of each delivery (`webhook-id`) get this reply, before the others.
+    per_delivery: Option<(usize, Reply)>,
 }
 
 #[derive(Default)]
@@ -153,6 +155,19 @@ impl Receiver {
         self.addr
     }
 
+    /// Answers the first `n` requests of each delivery (same `webhook-id`) to `path` with
+    /// `first`, and every later one with `then`.
+    pub fn per_delivery(&self, path: &str, n: usize, first: Reply, then: Reply) {
+        self.state.lock().unwrap().behaviours.insert(
+            path.to_owned(),
+            Behaviour {
+                sequence: VecDeque::new(),
+                default: Some(then),
+                per_delivery: Some((n, first)),
+            },
+        );
+    }
+
     /// Answers requests to `path` with `sequence` in order, then with `default` forever.
     pub fn program(&self, path: &str, sequence: Vec<Reply>, default: Reply) {
         let mut st = self.state.lock().unwrap();
@@ -161,6 +176,7 @@ impl Receiver {
             Behaviour {
                 sequence: sequence.into(),
                 default: Some(default),
+                per_delivery: None,
             },
         );
     }
@@ -249,12 +265,23 @@ async fn handle(
         let now_open = *open;
         let max = st.max_open.entry(path.clone()).or_insert(0);
         *max = (*max).max(now_open);
+        let last = st.requests.last();
+        let seen = last.map_or(0, |r| {
+            let id = r.header("webhook-id");
+            st.requests
+                .iter()
+                .filter(|x| x.path == path && x.header("webhook-id") == id)
+                .count()
+        });
         match st.behaviours.get_mut(&path) {
-            Some(b) => b
-                .sequence
-                .pop_front()
-                .or_else(|| b.default.clone())
-                .unwrap_or_else(Reply::ok),
+            Some(b) => match &b.per_delivery {
+                Some((n, first)) if seen <= *n => first.clone(),
+                _ => b
+                    .sequence
+                    .pop_front()
+                    .or_else(|| b.default.clone())
+                    .unwrap_or_else(Reply::ok),
+            },
             None => Reply::ok(),
         }
     };

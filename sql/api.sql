@@ -69,7 +69,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one
--- hooks.deliveries row per matching webhook (whose insert wakes the sender on commit, below). Returns the
+-- hooks.deliveries row per matching webhook (which arms the sender's wake-up on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
 -- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
 -- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
@@ -111,6 +111,9 @@ BEGIN
     INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
     SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
       FROM hooks.match(p.event_type, p.tenant_id) m;
+    IF FOUND THEN
+        PERFORM hooks._wake_on_commit();
+    END IF;
     RETURN v_id;
 END
 $$;
@@ -158,14 +161,25 @@ $$;
 --       its wake-up check until its commit is visible. A sender going idle takes it exclusively
 --       once (waiting for those commits) and then claims again, so a publisher that saw it awake
 --       is never missed.
--- The check runs in a deferred trigger, at commit, once per transaction; rollbacks never reach
--- it. NOTIFY sends on commit only.
+-- The check runs at commit, once per transaction, in a deferred trigger on hooks.events (one row
+-- per publish, not one per delivery), and only when the transaction wrote deliveries
+-- (hooks._wake_on_commit); rolled-back transactions and savepoints never reach it. NOTIFY
+-- sends on commit only.
 -------------------------------------------------------------------------------------------------
+
+-- Arms the wake-up check for this transaction: called by whatever queues deliveries together
+-- with an event row (publish, test_webhook). A transaction-local setting, so a rolled-back
+-- savepoint disarms it again, together with its rows.
+CREATE FUNCTION hooks._wake_on_commit() RETURNS void
+LANGUAGE sql AS $$
+    SELECT set_config('beema_hooks.wake_needed', 'on', true)
+$$;
 
 CREATE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF current_setting('beema_hooks.wake_checked', true) = 'on' THEN
+    IF current_setting('beema_hooks.wake_needed', true) IS DISTINCT FROM 'on'
+       OR current_setting('beema_hooks.wake_checked', true) = 'on' THEN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
@@ -177,8 +191,8 @@ BEGIN
 END
 $$;
 
-CREATE CONSTRAINT TRIGGER deliveries_wake_sender
-    AFTER INSERT ON hooks.deliveries
+CREATE CONSTRAINT TRIGGER events_wake_sender
+    AFTER INSERT ON hooks.events
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION hooks._wake_sender();
 

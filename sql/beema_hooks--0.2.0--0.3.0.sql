@@ -535,7 +535,211 @@ BEGIN
 END
 $$;
 
+-------------------------------------------------------------------------------------------------
+-- The wake-up check once per publishing transaction: a trigger on hooks.events (one row per
+-- publish) armed by publish when it queued deliveries, instead of one firing per delivery row
+-------------------------------------------------------------------------------------------------
+DROP TRIGGER deliveries_wake_sender ON hooks.deliveries;
+-- Arms the wake-up check for this transaction: called by whatever queues deliveries together
+-- with an event row (publish, test_webhook). A transaction-local setting, so a rolled-back
+-- savepoint disarms it again, together with its rows.
+CREATE FUNCTION hooks._wake_on_commit() RETURNS void
+LANGUAGE sql AS $$
+    SELECT set_config('beema_hooks.wake_needed', 'on', true)
+$$;
+
+CREATE OR REPLACE FUNCTION hooks._wake_sender() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('beema_hooks.wake_needed', true) IS DISTINCT FROM 'on'
+       OR current_setting('beema_hooks.wake_checked', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('beema_hooks.wake_checked', 'on', true);
+    PERFORM pg_advisory_xact_lock_shared(7233327398000001);
+    IF pg_try_advisory_xact_lock(7233327398000002) THEN
+        PERFORM pg_notify('hooks_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER events_wake_sender
+    AFTER INSERT ON hooks.events
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION hooks._wake_sender();
+
+-- Publishes an event inside the caller's transaction: one hooks.events row, and one
+-- hooks.deliveries row per matching webhook (which arms the sender's wake-up on commit, below). Returns the
+-- event id; publishing the same "id" again for a tenant returns the first event's id and writes
+-- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
+-- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
+-- session's hooks.tenant_id names another tenant).
+CREATE OR REPLACE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    p        record;
+    v_id     bigint;
+BEGIN
+    IF event IS NULL THEN
+        RAISE EXCEPTION 'hooks.publish: event must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a JSON object such as {"event": "policy/bound", "data": {"tenantId": "acme"}}.';
+    END IF;
+
+    SELECT * INTO STRICT p
+      FROM hooks._prepare_event(event::text,
+                                to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
+        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
+                        current_setting('hooks.tenant_id'), p.tenant_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+
+    INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+    VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
+    ON CONFLICT (tenant_id, event_key) DO NOTHING
+    RETURNING event_id INTO v_id;
+
+    IF v_id IS NULL THEN
+        -- Same id published before for this tenant: idempotent, nothing more to write.
+        SELECT e.event_id INTO STRICT v_id
+          FROM hooks.events e
+         WHERE e.tenant_id = p.tenant_id AND e.event_key = p.event_key;
+        RETURN v_id;
+    END IF;
+
+    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
+    SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
+      FROM hooks.match(p.event_type, p.tenant_id) m;
+    IF FOUND THEN
+        PERFORM hooks._wake_on_commit();
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
+-- (receivers dedup on it), and wakes the senders on commit. 55000 while it is in flight or its
+-- webhook is disabled.
+CREATE OR REPLACE FUNCTION hooks.retry_delivery(delivery_id bigint) RETURNS hooks.deliveries
+LANGUAGE plpgsql AS $$
+DECLARE
+    d hooks.deliveries;
+BEGIN
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF d.status = 'in_flight' THEN
+        RAISE EXCEPTION 'delivery % is in flight', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Wait for its result.';
+    END IF;
+    IF NOT (hooks._webhook(d.webhook_id)).enabled THEN
+        RAISE EXCEPTION 'the webhook of delivery % is disabled', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
+    END IF;
+    UPDATE hooks.deliveries x
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           delivered_at = NULL, updated_at = now()
+     WHERE x.delivery_id = d.delivery_id
+    RETURNING * INTO d;
+    PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    RETURN d;
+END
+$$;
+
+-- Replays an event to every webhook that matches it now (or only `webhook_id`, which must belong
+-- to the event's tenant). Each replayed delivery gets a new delivery uuid, since receivers dedup
+-- on it; deliveries in flight are left alone. Returns the number of deliveries queued; when
+-- any, the senders are woken on commit.
+CREATE OR REPLACE FUNCTION hooks.replay_event(event_id bigint, webhook_id bigint DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    e hooks.events;
+    n integer;
+BEGIN
+    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % does not exist', event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF webhook_id IS NOT NULL AND (hooks._webhook(webhook_id)).tenant_id <> e.tenant_id THEN
+        RAISE EXCEPTION 'webhook % belongs to another tenant than event %', webhook_id, event_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO hooks.deliveries AS d (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, e.tenant_id, e.event_type
+      FROM hooks.webhooks w
+     WHERE CASE WHEN replay_event.webhook_id IS NULL
+                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
+                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END
+    ON CONFLICT ON CONSTRAINT deliveries_event_webhook_key DO UPDATE
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           delivered_at = NULL, delivery_uuid = gen_random_uuid(), updated_at = now()
+     WHERE d.status <> 'in_flight';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- Queues again every failed delivery of a webhook created since `since` (same delivery uuids:
+-- they never arrived), and wakes the senders on commit. Returns how many.
+CREATE OR REPLACE FUNCTION hooks.redeliver_failed(webhook_id bigint, since timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+    n integer;
+BEGIN
+    IF NOT w.enabled THEN
+        RAISE EXCEPTION 'webhook % is disabled', webhook_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
+    END IF;
+    UPDATE hooks.deliveries d
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
+           updated_at = now()
+     WHERE d.webhook_id = w.webhook_id AND d.status = 'failed' AND d.created_at >= coalesce(since, '-infinity');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- Sends a `webhook.test` event to one webhook through the normal path (event row, delivery,
+-- signed by the sender like any other). Returns the delivery id.
+CREATE OR REPLACE FUNCTION hooks.test_webhook(webhook_id bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    w   hooks.webhooks := hooks._webhook(webhook_id);
+    p   record;
+    eid bigint;
+    did bigint;
+BEGIN
+    IF NOT w.enabled THEN
+        RAISE EXCEPTION 'webhook % is disabled', webhook_id USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT * INTO STRICT p FROM hooks._prepare_event(
+        jsonb_build_object('event', 'webhook.test',
+                           'data', jsonb_build_object('tenantId', w.tenant_id, 'webhookId', w.webhook_id,
+                                                      'webhookName', w.webhook_name))::text,
+        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+    VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
+    RETURNING event_id INTO eid;
+    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
+    VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
+    RETURNING delivery_id INTO did;
+    PERFORM hooks._wake_on_commit();
+    RETURN did;
+END
+$$;
+
 -- CREATE (OR REPLACE) resets these (security.sql sets them at install)
+ALTER FUNCTION hooks.publish(jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.claim(text, integer, interval, boolean) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;

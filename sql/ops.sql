@@ -216,7 +216,8 @@ END
 $$;
 
 -- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
--- (receivers dedup on it). 55000 while it is in flight or its webhook is disabled.
+-- (receivers dedup on it), and wakes the senders on commit. 55000 while it is in flight or its
+-- webhook is disabled.
 CREATE FUNCTION hooks.retry_delivery(delivery_id bigint) RETURNS hooks.deliveries
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -239,13 +240,15 @@ BEGIN
            delivered_at = NULL, updated_at = now()
      WHERE x.delivery_id = d.delivery_id
     RETURNING * INTO d;
+    PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     RETURN d;
 END
 $$;
 
 -- Replays an event to every webhook that matches it now (or only `webhook_id`, which must belong
 -- to the event's tenant). Each replayed delivery gets a new delivery uuid, since receivers dedup
--- on it; deliveries in flight are left alone. Returns the number of deliveries queued.
+-- on it; deliveries in flight are left alone. Returns the number of deliveries queued; when
+-- any, the senders are woken on commit.
 CREATE FUNCTION hooks.replay_event(event_id bigint, webhook_id bigint DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -271,12 +274,15 @@ BEGIN
            delivered_at = NULL, delivery_uuid = gen_random_uuid(), updated_at = now()
      WHERE d.status <> 'in_flight';
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    END IF;
     RETURN n;
 END
 $$;
 
 -- Queues again every failed delivery of a webhook created since `since` (same delivery uuids:
--- they never arrived). Returns how many.
+-- they never arrived), and wakes the senders on commit. Returns how many.
 CREATE FUNCTION hooks.redeliver_failed(webhook_id bigint, since timestamptz) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -292,6 +298,9 @@ BEGIN
            updated_at = now()
      WHERE d.webhook_id = w.webhook_id AND d.status = 'failed' AND d.created_at >= coalesce(since, '-infinity');
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    END IF;
     RETURN n;
 END
 $$;
@@ -320,6 +329,7 @@ BEGIN
     INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
     VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
     RETURNING delivery_id INTO did;
+    PERFORM hooks._wake_on_commit();
     RETURN did;
 END
 $$;

@@ -858,3 +858,52 @@ async fn a_stale_result_after_release_and_reclaim_by_the_same_sender_is_lease_lo
     );
     db.cleanup().await;
 }
+
+/// The wake-up check is armed only by queued deliveries: a publish that matches no webhook, and
+/// one whose savepoint rolled back, commit without a NOTIFY even though no sender is awake; one
+/// matching publish in the same kind of transaction wakes a LISTENer once. Management functions
+/// that queue deliveries again (`replay_event`) wake it too.
+#[tokio::test]
+async fn only_queued_deliveries_wake_the_senders() {
+    let db = TestDb::new().await;
+    db.register(&Webhook::new("w", "acme", "policy/*", NOWHERE))
+        .await;
+    let (_listener, mut rx) = db.listen("hooks_deliveries").await;
+    let mut app = db.connect().await;
+
+    // No webhook matches: an event row, no delivery, no NOTIFY.
+    let tx = app.transaction().await.unwrap();
+    publish_on(&tx, &json!({"event": "claim/opened", "data": {"tenantId": "acme"}})).await;
+    tx.commit().await.unwrap();
+    assert_eq!(db.count("hooks.events").await, 1);
+    assert_eq!(db.count("hooks.deliveries").await, 0);
+    no_notification_within(&mut rx, Duration::from_millis(500)).await;
+
+    // A matching publish inside a savepoint that rolls back, then a non-matching one: no NOTIFY.
+    let mut tx = app.transaction().await.unwrap();
+    let sp = tx.savepoint("sp").await.unwrap();
+    publish_on(&sp, &json!({"event": "policy/bound", "data": {"tenantId": "acme"}})).await;
+    sp.rollback().await.unwrap();
+    publish_on(&tx, &json!({"event": "claim/closed", "data": {"tenantId": "acme"}})).await;
+    tx.commit().await.unwrap();
+    assert_eq!(db.count("hooks.deliveries").await, 0);
+    no_notification_within(&mut rx, Duration::from_millis(500)).await;
+
+    // A matching publish: one NOTIFY on commit.
+    let e = db
+        .publish(&json!({"event": "policy/bound", "data": {"tenantId": "acme"}}))
+        .await;
+    notified(&mut rx, "a publish that queued a delivery").await;
+    no_notification_within(&mut rx, Duration::from_millis(300)).await;
+
+    // Replaying it queues it again (a new delivery uuid) and wakes the senders.
+    let queued: i32 = db
+        .client()
+        .query_one("SELECT hooks.replay_event($1)", &[&e])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 1);
+    notified(&mut rx, "replay_event").await;
+    db.cleanup().await;
+}

@@ -200,6 +200,22 @@ impl TestDb {
         publish_on(&self.client, event).await
     }
 
+    /// Publishes `n` events of `event_type` for `tenant` in one statement (`data.n` = 1..n).
+    pub async fn publish_series(&self, tenant: &str, event_type: &str, n: i64) {
+        let published: i64 = self
+            .client
+            .query_one(
+                "SELECT count(hooks.publish(jsonb_build_object(
+                     'event', $1::text, 'data', jsonb_build_object('tenantId', $2::text, 'n', g))))
+                   FROM generate_series(1, $3::bigint) g",
+                &[&event_type, &tenant, &n],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishing {n} x {event_type}: {e}"))
+            .get(0);
+        assert_eq!(published, n);
+    }
+
     /// Drops the database now (also done on drop).
     pub async fn cleanup(mut self) {
         self.dropped = true;

@@ -70,18 +70,6 @@ async fn breaker_settings(db: &TestDb, cooldown_ms: u32, max_cooldown_ms: u32) {
         .await;
 }
 
-async fn publish_n(db: &TestDb, n: i64) {
-    db.client()
-        .execute(
-            "SELECT count(hooks.publish(jsonb_build_object('event', 'a/b',
-                 'data', jsonb_build_object('tenantId', 'acme', 'n', g))))
-               FROM generate_series(1, $1::bigint) g",
-            &[&n],
-        )
-        .await
-        .unwrap();
-}
-
 /// A one-second outage while 32 requests are in flight: their 32 failures open the breaker
 /// once, for the first cool-down, and the probe after it closes it. (0.2.0 doubled the pause per
 /// failed request: 32 failures paused the webhook for the maximum cool-down.)
@@ -104,7 +92,7 @@ async fn a_one_second_outage_with_32_in_flight_pauses_for_the_first_cool_down_on
         },
     );
     let start = Instant::now();
-    publish_n(&db, N).await;
+    db.publish_series("acme", "a/b", N).await;
     let mut seen = Seen::default();
     while start.elapsed() < Duration::from_secs(1) {
         seen.sample(&db, id).await;
@@ -153,7 +141,7 @@ async fn an_endpoint_failing_each_delivery_twice_is_paused_at_most_one_probe_lon
         .register(&Webhook::new("twice", "acme", "*", &rx.url("/w")).retry(5, 50))
         .await;
     let sender = Sender::start(db.url(), SenderOptions::default());
-    publish_n(&db, N).await;
+    db.publish_series("acme", "a/b", N).await;
     let mut seen = Seen::default();
     watch_until(
         &db,
@@ -194,7 +182,7 @@ async fn a_dead_endpoint_ends_every_delivery_in_the_dead_letters() {
         .await;
     let sender = Sender::start(db.url(), SenderOptions::default());
     let start = Instant::now();
-    publish_n(&db, N).await;
+    db.publish_series("acme", "a/b", N).await;
     // Schedule: 100 + 200 ms (x1.2 jitter at most) between attempts; one maximum cool-down
     // (1.2 s) of holding; the rest is claiming and polling (200 ms) slack.
     let mut seen = Seen::default();

@@ -360,15 +360,7 @@ async fn breaker_pauses_keeps_attempts_probes_and_resumes_while_healthy_flows() 
     );
 
     let outage_start = Instant::now();
-    db.client()
-        .execute(
-            "SELECT count(hooks.publish(jsonb_build_object('event', 'flaky/item',
-                 'data', jsonb_build_object('tenantId', 'acme', 'n', g))))
-               FROM generate_series(1, $1::bigint) g",
-            &[&FLAKY_EVENTS],
-        )
-        .await
-        .unwrap();
+    db.publish_series("acme", "flaky/item", FLAKY_EVENTS).await;
 
     // The breaker opens.
     wait_until_sql(

@@ -130,3 +130,29 @@ async fn a_0_2_0_sender_keeps_delivering_across_the_update_then_a_new_one_takes_
     drop(sender);
     db.cleanup().await;
 }
+
+/// The other order: a sender of this version meets a database not yet updated (0.2.0, whose
+/// claim issues no lease tokens). It says so, and delivers, its results fenced by attempt number.
+#[tokio::test]
+async fn the_sender_delivers_from_a_0_2_0_database_and_names_it() {
+    let db = TestDb::with_version("0.2.0").await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    db.publish_series("acme", "a/b", 3).await;
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 3 FROM hooks.deliveries WHERE status = 'success'",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(rx.requests_to("/w").len(), 3);
+    assert!(
+        sender.log().contains("older than 0.3.0"),
+        "the sender names the old extension: {}",
+        sender.log()
+    );
+    drop(sender);
+    db.cleanup().await;
+}

@@ -17,21 +17,6 @@ const DELIVERIES: i64 = 2000;
 /// A URL nothing listens on: no sender runs in these tests, nothing is ever sent.
 const NOWHERE: &str = "http://127.0.0.1:9/never-called";
 
-async fn publish_many(db: &TestDb, tenant: &str, event_type: &str, n: i64) {
-    let published: i64 = db
-        .client()
-        .query_one(
-            "SELECT count(hooks.publish(jsonb_build_object(
-                 'event', $1::text, 'data', jsonb_build_object('tenantId', $2::text, 'n', g))))
-               FROM generate_series(1, $3::bigint) g",
-            &[&event_type, &tenant, &n],
-        )
-        .await
-        .expect("publish many")
-        .get(0);
-    assert_eq!(published, n);
-}
-
 /// Four sessions claim in loops, each claim inside its own transaction held open a few
 /// milliseconds (so the others hit locked rows and must SKIP them), until the queue is empty.
 /// No delivery may be handed out twice while its lease holds, and every one must be handed out.
@@ -43,7 +28,7 @@ async fn concurrent_claimers_never_share_a_delivery() {
     db.set_default("hooks.max_in_flight_per_webhook", 0).await;
     db.register(&Webhook::new("race", "t1", "race/item", NOWHERE))
         .await;
-    publish_many(&db, "t1", "race/item", DELIVERIES).await;
+    db.publish_series("t1", "race/item", DELIVERIES).await;
     assert_eq!(
         db.count("hooks.deliveries WHERE status = 'pending'").await,
         DELIVERIES
@@ -187,7 +172,7 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
         .await;
     db.register(&Webhook::new("capped", "t1", "capped/item", NOWHERE))
         .await;
-    publish_many(&db, "t1", "race/item", 10).await;
+    db.publish_series("t1", "race/item", 10).await;
 
     let mut a = db.connect().await;
     let mut b = db.connect().await;
@@ -232,7 +217,7 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
     ta.commit().await.unwrap();
 
     // The cap on: B skips the webhook A is claiming, then gets the rest after A commits.
-    publish_many(&db, "t1", "capped/item", 10).await;
+    db.publish_series("t1", "capped/item", 10).await;
     for c in [&a, &b] {
         c.batch_execute("RESET hooks.max_in_flight_per_webhook")
             .await
@@ -873,7 +858,11 @@ async fn only_queued_deliveries_wake_the_senders() {
 
     // No webhook matches: an event row, no delivery, no NOTIFY.
     let tx = app.transaction().await.unwrap();
-    publish_on(&tx, &json!({"event": "claim/opened", "data": {"tenantId": "acme"}})).await;
+    publish_on(
+        &tx,
+        &json!({"event": "claim/opened", "data": {"tenantId": "acme"}}),
+    )
+    .await;
     tx.commit().await.unwrap();
     assert_eq!(db.count("hooks.events").await, 1);
     assert_eq!(db.count("hooks.deliveries").await, 0);
@@ -882,9 +871,17 @@ async fn only_queued_deliveries_wake_the_senders() {
     // A matching publish inside a savepoint that rolls back, then a non-matching one: no NOTIFY.
     let mut tx = app.transaction().await.unwrap();
     let sp = tx.savepoint("sp").await.unwrap();
-    publish_on(&sp, &json!({"event": "policy/bound", "data": {"tenantId": "acme"}})).await;
+    publish_on(
+        &sp,
+        &json!({"event": "policy/bound", "data": {"tenantId": "acme"}}),
+    )
+    .await;
     sp.rollback().await.unwrap();
-    publish_on(&tx, &json!({"event": "claim/closed", "data": {"tenantId": "acme"}})).await;
+    publish_on(
+        &tx,
+        &json!({"event": "claim/closed", "data": {"tenantId": "acme"}}),
+    )
+    .await;
     tx.commit().await.unwrap();
     assert_eq!(db.count("hooks.deliveries").await, 0);
     no_notification_within(&mut rx, Duration::from_millis(500)).await;

@@ -112,7 +112,8 @@ BEGIN
     SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
       FROM hooks.match(p.event_type, p.tenant_id) m;
     IF FOUND THEN
-        PERFORM hooks._wake_on_commit();
+        -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
+        PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
     RETURN v_id;
 END
@@ -162,18 +163,11 @@ $$;
 --       once (waiting for those commits) and then claims again, so a publisher that saw it awake
 --       is never missed.
 -- The check runs at commit, once per transaction, in a deferred trigger on hooks.events (one row
--- per publish, not one per delivery), and only when the transaction wrote deliveries
--- (hooks._wake_on_commit); rolled-back transactions and savepoints never reach it. NOTIFY
--- sends on commit only.
+-- per publish, not one per delivery), and only when the transaction queued deliveries: publish
+-- and test_webhook then set the transaction-local beema_hooks.wake_needed (a rolled-back
+-- savepoint resets it with its rows; a SQL function setting it cost a plan per publish).
+-- Rolled-back transactions never reach the check. NOTIFY sends on commit only.
 -------------------------------------------------------------------------------------------------
-
--- Arms the wake-up check for this transaction: called by whatever queues deliveries together
--- with an event row (publish, test_webhook). A transaction-local setting, so a rolled-back
--- savepoint disarms it again, together with its rows.
-CREATE FUNCTION hooks._wake_on_commit() RETURNS void
-LANGUAGE sql AS $$
-    SELECT set_config('beema_hooks.wake_needed', 'on', true)
-$$;
 
 CREATE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -540,14 +540,6 @@ $$;
 -- publish) armed by publish when it queued deliveries, instead of one firing per delivery row
 -------------------------------------------------------------------------------------------------
 DROP TRIGGER deliveries_wake_sender ON hooks.deliveries;
--- Arms the wake-up check for this transaction: called by whatever queues deliveries together
--- with an event row (publish, test_webhook). A transaction-local setting, so a rolled-back
--- savepoint disarms it again, together with its rows.
-CREATE FUNCTION hooks._wake_on_commit() RETURNS void
-LANGUAGE sql AS $$
-    SELECT set_config('beema_hooks.wake_needed', 'on', true)
-$$;
-
 CREATE OR REPLACE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -613,7 +605,8 @@ BEGIN
     SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
       FROM hooks.match(p.event_type, p.tenant_id) m;
     IF FOUND THEN
-        PERFORM hooks._wake_on_commit();
+        -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
+        PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
     RETURN v_id;
 END
@@ -733,7 +726,7 @@ BEGIN
     INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
     VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
     RETURNING delivery_id INTO did;
-    PERFORM hooks._wake_on_commit();
+    PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
 $$;

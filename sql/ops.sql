@@ -329,7 +329,7 @@ BEGIN
     INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
     VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
     RETURNING delivery_id INTO did;
-    PERFORM hooks._wake_on_commit();
+    PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
 $$;

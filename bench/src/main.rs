@@ -1,4 +1,4 @@
-//! `beema-hooks-bench [--smoke] [--runs N] [--out DIR] [--keep-dbs] [p1|p2|p3|p4|p5|fanout ...]`
+//! `beema-hooks-bench [--smoke] [--runs N] [--out DIR] [--keep-dbs] [p1|p2|p3|p4|p5|fanout|cost ...]`
 //!
 //! The benchmark suite of beema-hooks (issue 6, BENCHMARKS.md). Every figure is the median of
 //! `--runs` runs (3; 1 with `--smoke`), printed beside its baseline measured in the same run on
@@ -18,7 +18,9 @@ use beema_hooks_bench::procs::{self, Length, Receiver, Sender};
 use beema_hooks_bench::util::{connect, db_url, median, num, Res};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-const BENCHES: [&str; 6] = ["p1", "p2", "p3", "p4", "p5", "fanout"];
+mod cost;
+
+const BENCHES: [&str; 7] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost"];
 
 /// The body fields of the benchmark event (besides event, tenantId): a typical small event.
 const EVENT_DATA: &str = r#""policyId":"P-1","premium":1234.5,"currency":"EUR","holder":{"name":"Jane Doe","email":"jane@example.com"}"#;
@@ -36,6 +38,10 @@ enum Goal {
     MaxSlowdown(f64),
     /// value at most this (absolute, in the figure's unit).
     MaxValue(f64),
+    /// value at least this (absolute, in the figure's unit).
+    MinValue(f64),
+    /// value / baseline at most this (a cost relative to the baseline's).
+    MaxRatio(f64),
     None,
 }
 
@@ -92,6 +98,12 @@ impl Figure {
                 num(v, if v >= 100.0 { 0 } else { 1 }),
                 self.unit
             ),
+            Goal::MinValue(v) => format!(
+                ">= {} {}",
+                num(v, if v >= 100.0 { 0 } else { 1 }),
+                self.unit
+            ),
+            Goal::MaxRatio(r) => format!("ratio <= {r:.2}x"),
             Goal::None => "-".into(),
         }
     }
@@ -100,6 +112,8 @@ impl Figure {
             Goal::MinRatio(r) => self.ratio() >= r,
             Goal::MaxSlowdown(r) => self.ratio() <= r,
             Goal::MaxValue(v) => self.value() <= v,
+            Goal::MinValue(v) => self.value() >= v,
+            Goal::MaxRatio(r) => self.ratio() <= r,
             Goal::None => return "",
         };
         if ok {
@@ -1608,6 +1622,7 @@ async fn run(
             "p4" => p4(&mut ctx).await,
             "p5" => p5(&mut ctx).await,
             "fanout" => fanout(&mut ctx).await,
+            "cost" => cost::cost(&mut ctx).await,
             _ => unreachable!(),
         };
         match r {

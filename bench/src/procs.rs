@@ -77,6 +77,50 @@ pub fn cpu_secs_of(pid: u32) -> Option<f64> {
     Some((utime + stime) / hz)
 }
 
+/// The fields of /proc/<pid>/stat after the command name (field 3, the state, is index 0).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The parent of a process (for a backend: the postmaster).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// CPU seconds used so far by a Postgres cluster: the postmaster's own time, the time of its
+/// children that have exited (`cutime` + `cstime`: the postmaster waits for every backend it
+/// forked), and the time of its live children. A backend that exits between two readings moves
+/// from the live sum to the exited one, so differences of two readings count every backend.
+pub fn cluster_cpu_secs(postmaster: u32) -> f64 {
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |f: &[String], from: usize, n: usize| -> f64 {
+        f.iter()
+            .skip(from)
+            .take(n)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum()
+    };
+    let mut total = match stat_fields(postmaster) {
+        Some(f) => ticks(&f, 11, 4),
+        None => return f64::NAN,
+    };
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some(f) = stat_fields(pid) {
+                if f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(postmaster) {
+                    total += ticks(&f, 11, 2);
+                }
+            }
+        }
+    }
+    total / hz
+}
+
 /// CPU seconds used so far by every live process named `postgres` (the cluster's backends):
 /// read before the sessions of interest end.
 pub fn postgres_cpu_secs() -> f64 {
@@ -160,6 +204,61 @@ impl Receiver {
 
     pub async fn count(&self) -> Res<u64> {
         Ok(self.stats().await?["count"].as_u64().unwrap_or(0))
+    }
+}
+
+/// nginx (Debian's) answering every request with `200 ok`: a fast receiver that is not ours.
+pub struct Nginx {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Starts nginx in the foreground with a config of its own under `dir`, one worker,
+    /// keep-alive without a request limit, no access log.
+    pub fn start(bin: &Path, dir: &Path) -> Res<Self> {
+        let port = free_port()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let d = prefix.display();
+        let conf = format!(
+            "worker_processes 1;\nerror_log {d}/logs/error.log warn;\npid {d}/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen {addr}; location / {{ return 200 \"ok\"; }} }}\n}}\n"
+        );
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut proc = Proc {
+            name: "nginx".into(),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if !proc.alive() || Instant::now() > deadline {
+                bail!("nginx did not start on {addr} (see {d}/logs/error.log)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { proc, addr })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
     }
 }
 

@@ -74,7 +74,7 @@ CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEF
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz, lease_token bigint)
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := claim.sender_id;
@@ -352,7 +352,7 @@ $$;
 -- the table: 19 ms per batch of 24 at 15,000 rows (BENCHMARKS.md, P3). A batch only ever
 -- touches its own rows, found by primary key.
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;
@@ -362,7 +362,7 @@ DECLARE
     v_disable   integer := hooks._setting_int('hooks.disable_after_failing_hours', 72);
     v_cap       integer := hooks._setting_int('hooks.max_in_flight_per_webhook', 32);
     -- every lease token issued so far: the breaker's fence when it opens now
-    v_issued    bigint := (SELECT t.last_value FROM hooks.lease_tokens t);
+    v_issued    bigint := coalesce(pg_sequence_last_value('hooks.lease_tokens'), 0);
     v_applied   integer;
     v_freed     boolean;
 BEGIN
@@ -503,7 +503,7 @@ $$;
 -- (the lease token is not reused: the next claim issues a new one).
 -- Plans: as in hooks.complete.
 CREATE OR REPLACE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     v_sender   text := release.sender_id;

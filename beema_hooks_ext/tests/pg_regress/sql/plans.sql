@@ -24,3 +24,11 @@ SELECT d.delivery_id FROM hooks.deliveries d
  WHERE d.status IN ('pending', 'retrying', 'in_flight') AND d.next_attempt_at <= now()
  ORDER BY d.next_attempt_at LIMIT 10 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
+
+-- claim, complete and release plan only index lookups and nested loops, and never JIT-compile:
+-- a plan that still scans (the lease token sequence) is priced at 10^10 with sequential scans
+-- disabled, far above jit_above_cost, and compiling it cost 19 ms per call (BENCHMARKS.md, COST)
+SELECT p.proname, p.proconfig
+  FROM pg_proc p
+ WHERE p.pronamespace = 'hooks'::regnamespace AND p.proname IN ('claim', 'complete', 'release')
+ ORDER BY p.proname;

@@ -16,12 +16,12 @@
 use super::*;
 
 /// Postgres CPU seconds of the whole cluster (see procs::cluster_cpu_secs).
-struct Meter {
+pub(crate) struct Meter {
     postmaster: u32,
 }
 
 impl Meter {
-    async fn new(db: &Client) -> Res<Self> {
+    pub(crate) async fn new(db: &Client) -> Res<Self> {
         let backend: i32 = db.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
         let postmaster = match procs::parent_pid(backend as u32) {
             Some(p) if p > 1 => p,
@@ -31,7 +31,7 @@ impl Meter {
     }
 
     /// (cluster CPU seconds, WAL insert position in bytes) now.
-    async fn read(&self, db: &Client) -> Res<(f64, f64)> {
+    pub(crate) async fn read(&self, db: &Client) -> Res<(f64, f64)> {
         let wal: f64 = db
             .query_one(
                 "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",

@@ -658,6 +658,7 @@ fn lua_long(s: &str) -> String {
 
 async fn p2(ctx: &mut Ctx) -> Res<()> {
     let (url, db) = ctx.fresh_db("bench_p2").await?;
+    let meter = cost::Meter::new(&db).await?;
     // The backlog: n deliveries of n / hooks events to `hooks` webhooks (each event matches
     // them all), so consecutive rows go to different webhooks and no per-webhook cap binds.
     let (n, hooks): (i32, i32) = if ctx.smoke { (500, 10) } else { (50_000, 100) };
@@ -711,7 +712,7 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
         for (si, senders) in [1usize, 2, 4].into_iter().enumerate() {
             let queued = requeue(&db, "p2").await?;
             ctx.receiver.reset().await?;
-            let pg0 = procs::postgres_cpu_secs();
+            let (pg0, _) = meter.read(&db).await?;
             let t0 = Instant::now();
             let mut ss = Vec::new();
             for k in 0..senders {
@@ -719,7 +720,7 @@ async fn p2(ctx: &mut Ctx) -> Res<()> {
             }
             let took = wait_drained(ctx, &db, queued, t0, Duration::from_secs(600)).await?;
             let cpu: f64 = ss.iter().filter_map(|s| s.proc.cpu_secs()).sum();
-            let pg = procs::postgres_cpu_secs() - pg0;
+            let pg = meter.read(&db).await?.0 - pg0;
             let (mut claims, mut claimed) = (0.0, 0.0);
             for s in &ss {
                 claims += s

@@ -121,24 +121,6 @@ pub fn cluster_cpu_secs(postmaster: u32) -> f64 {
     total / hz
 }
 
-/// CPU seconds used so far by every live process named `postgres` (the cluster's backends):
-/// read before the sessions of interest end.
-pub fn postgres_cpu_secs() -> f64 {
-    let mut total = 0.0;
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "postgres" {
-                total += cpu_secs_of(pid).unwrap_or(0.0);
-            }
-        }
-    }
-    total
-}
-
 impl Drop for Proc {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(10));

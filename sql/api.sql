@@ -150,15 +150,28 @@ LANGUAGE sql IMMUTABLE AS $$
            END
 $$;
 
+-- The advisory lock keys of beema_hooks, named once. 'awake' and 'commit' are the wake-up locks
+-- (below); 'claim' is the class (first key) of the per-webhook claim locks of hooks.claim, whose
+-- second key is the webhook id. Any other name gives NULL. Inlined and folded to a constant
+-- when a statement is planned, so naming a key costs nothing at run time.
+CREATE FUNCTION hooks._lock_key(name text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE $1
+               WHEN 'commit' THEN 7233327398000001
+               WHEN 'awake'  THEN 7233327398000002
+               WHEN 'claim'  THEN 1751936875
+           END::bigint
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- Wake-ups. NOTIFY makes a committing transaction take a cluster-wide lock, so publishers only
 -- notify when no sender is awake. Two advisory locks, neither of them MVCC (so the check is
 -- right at any isolation level):
---   "awake" lock (7233327398000002): every awake sender holds it in shared mode on its claim
+--   "awake" lock (hooks._lock_key('awake')): every awake sender holds it in shared mode on its claim
 --       session (taken by hooks.claim when it returns rows, dropped when it returns none, and
 --       dropped by Postgres when the session dies). A publisher that can take it exclusively
 --       knows no sender is awake, and notifies.
---   "commit" lock (7233327398000001): every publishing transaction holds it in shared mode from
+--   "commit" lock (hooks._lock_key('commit')): every publishing transaction holds it in shared mode from
 --       its wake-up check until its commit is visible. A sender going idle takes it exclusively
 --       once (waiting for those commits) and then claims again, so a publisher that saw it awake
 --       is never missed.
@@ -177,8 +190,8 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    PERFORM pg_advisory_xact_lock_shared(7233327398000001);
-    IF pg_try_advisory_xact_lock(7233327398000002) THEN
+    PERFORM pg_advisory_xact_lock_shared(hooks._lock_key('commit'));
+    IF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
         PERFORM pg_notify('hooks_deliveries', '');
     END IF;
     RETURN NULL;
@@ -199,8 +212,8 @@ DECLARE
     v_timeout text := current_setting('lock_timeout');
 BEGIN
     PERFORM set_config('lock_timeout', '200ms', true);
-    PERFORM pg_advisory_lock(7233327398000001);
-    PERFORM pg_advisory_unlock(7233327398000001);
+    PERFORM pg_advisory_lock(hooks._lock_key('commit'));
+    PERFORM pg_advisory_unlock(hooks._lock_key('commit'));
     PERFORM set_config('lock_timeout', v_timeout, true);
 EXCEPTION WHEN lock_not_available THEN
     NULL;
@@ -288,7 +301,7 @@ BEGIN
     IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.deliveries x
                                    WHERE x.status IN ('pending', 'retrying', 'in_flight')
                                      AND x.next_attempt_at <= clock_timestamp()) THEN
-        PERFORM pg_try_advisory_lock_shared(7233327398000002);
+        PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
         v_quiet := true;
     END IF;
 
@@ -362,7 +375,7 @@ BEGIN
         -- is then one step no other sender interleaves with.
         SELECT coalesce(array_agg(h.webhook_id), '{}') INTO v_mine
           FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
-         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer);
+         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(hooks._lock_key('claim')::integer, (h.webhook_id % 2147483647)::integer);
 
         IF v_cand IS NULL THEN  -- nothing due
             v_ids := NULL;
@@ -479,14 +492,14 @@ BEGIN
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
             -- every claim while awake (a session lock counts its holds) rather than dropped and
             -- retaken, so it is never free while this sender is awake; going idle drops all.
-            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
             EXIT;
         END IF;
         CONTINUE WHEN v_skipped > 0;  -- only rows to skip so far: look further
         -- Nothing due, and the sender will look again shortly: stay awake, publishers keep
         -- skipping NOTIFY, and no commit needs waiting for (the next claim sees it).
         IF stay_awake THEN
-            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
             EXIT;
         END IF;
         -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender

@@ -52,6 +52,30 @@ LANGUAGE sql IMMUTABLE AS $$
            END
 $$;
 
+-- The advisory lock keys, named once (api.sql); the wake-up barrier now uses them.
+CREATE FUNCTION hooks._lock_key(name text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE $1
+               WHEN 'commit' THEN 7233327398000001
+               WHEN 'awake'  THEN 7233327398000002
+               WHEN 'claim'  THEN 1751936875
+           END::bigint
+$$;
+
+CREATE OR REPLACE FUNCTION hooks._commit_barrier() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '200ms', true);
+    PERFORM pg_advisory_lock(hooks._lock_key('commit'));
+    PERFORM pg_advisory_unlock(hooks._lock_key('commit'));
+    PERFORM set_config('lock_timeout', v_timeout, true);
+EXCEPTION WHEN lock_not_available THEN
+    NULL;
+END
+$$;
+
 -- claim returns lease_token: a new result type, so drop and create (privileges set again below)
 DROP FUNCTION hooks.claim(text, integer, interval, boolean);
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
@@ -115,7 +139,7 @@ BEGIN
     IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.deliveries x
                                    WHERE x.status IN ('pending', 'retrying', 'in_flight')
                                      AND x.next_attempt_at <= clock_timestamp()) THEN
-        PERFORM pg_try_advisory_lock_shared(7233327398000002);
+        PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
         v_quiet := true;
     END IF;
 
@@ -189,7 +213,7 @@ BEGIN
         -- is then one step no other sender interleaves with.
         SELECT coalesce(array_agg(h.webhook_id), '{}') INTO v_mine
           FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
-         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(1751936875, (h.webhook_id % 2147483647)::integer);
+         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(hooks._lock_key('claim')::integer, (h.webhook_id % 2147483647)::integer);
 
         IF v_cand IS NULL THEN  -- nothing due
             v_ids := NULL;
@@ -306,14 +330,14 @@ BEGIN
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
             -- every claim while awake (a session lock counts its holds) rather than dropped and
             -- retaken, so it is never free while this sender is awake; going idle drops all.
-            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
             EXIT;
         END IF;
         CONTINUE WHEN v_skipped > 0;  -- only rows to skip so far: look further
         -- Nothing due, and the sender will look again shortly: stay awake, publishers keep
         -- skipping NOTIFY, and no commit needs waiting for (the next claim sees it).
         IF stay_awake THEN
-            PERFORM pg_try_advisory_lock_shared(7233327398000002);
+            PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
             EXIT;
         END IF;
         -- Nothing due: stop suppressing NOTIFY, wait for the publishers that saw this sender
@@ -548,8 +572,8 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    PERFORM pg_advisory_xact_lock_shared(7233327398000001);
-    IF pg_try_advisory_xact_lock(7233327398000002) THEN
+    PERFORM pg_advisory_xact_lock_shared(hooks._lock_key('commit'));
+    IF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
         PERFORM pg_notify('hooks_deliveries', '');
     END IF;
     RETURN NULL;

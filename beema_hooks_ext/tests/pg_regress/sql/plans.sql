@@ -32,3 +32,10 @@ SELECT p.proname, p.proconfig
   FROM pg_proc p
  WHERE p.pronamespace = 'hooks'::regnamespace AND p.proname IN ('claim', 'complete', 'release')
  ORDER BY p.proname;
+
+-- every advisory lock key a function of hooks names is one of hooks._lock_key's (a misspelt
+-- name would give NULL: no lock taken, and no error)
+SELECT DISTINCT m[1] AS key_name, hooks._lock_key(m[1]) IS NOT NULL AS known
+  FROM pg_proc p CROSS JOIN LATERAL regexp_matches(p.prosrc, '_lock_key\(''(\w+)''\)', 'g') AS m
+ WHERE p.pronamespace = 'hooks'::regnamespace
+ ORDER BY 1;

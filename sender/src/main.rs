@@ -141,11 +141,13 @@ async fn run(config: Config) -> Result<()> {
     let (results_tx, results_rx) = mpsc::channel(config.concurrency.max(128) as usize * 2);
     let completer = tokio::spawn(
         // Retry results for as long as a lease can last: SQL makes it at least the request
-        // timeout (at most 120 s) plus 10 s.
+        // timeout plus the lease margin (hooks_core::contract).
         Completer::new(
             store.clone(),
             metrics.clone(),
-            config.lease().max(Duration::from_secs(130)),
+            config.lease().max(Duration::from_millis(
+                hooks_core::contract::MAX_TIMEOUT_LEASE_MS as u64,
+            )),
         )
         .run(results_rx),
     );

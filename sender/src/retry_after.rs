@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 /// The longest wait a receiver can ask for.
-pub const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
+pub const MAX_RETRY_AFTER_MS: u64 = hooks_core::contract::MAX_RETRY_AFTER_MS as u64;
 
 /// Parses a `Retry-After` value relative to `now`. `None` when it is neither form. A date in
 /// the past means "now" (0); anything beyond a day is cut to a day.

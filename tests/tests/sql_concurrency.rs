@@ -904,3 +904,62 @@ async fn only_queued_deliveries_wake_the_senders() {
     notified(&mut rx, "replay_event").await;
     db.cleanup().await;
 }
+
+/// The bounds of the typed contract (`hooks_core::contract`) are the ones the SQL applies: a
+/// webhook with the longest request timeout is leased for that timeout plus the lease margin,
+/// however short a lease the claim asks for; and a `Retry-After` beyond the cap waits the cap.
+#[tokio::test]
+async fn claim_and_complete_keep_the_bounds_of_the_contract() {
+    use hooks_core::contract::{MAX_RETRY_AFTER_MS, MAX_TIMEOUT_LEASE_MS, TIMEOUT_MS_RANGE};
+    let db = TestDb::new().await;
+    let mut hook = Webhook::new("bounds", "t1", "bounds/item", NOWHERE);
+    hook.timeout_ms = *TIMEOUT_MS_RANGE.end();
+    db.register(&hook).await;
+    db.publish_series("t1", "bounds/item", 1).await;
+
+    let c = db.connect().await;
+    let row = c
+        .query_one(
+            "SELECT delivery_id, attempt_number, lease_token,
+                    (extract(epoch FROM lease_expires_at - now()) * 1000)::bigint
+               FROM hooks.claim('bounds-sender', 1, interval '1 second')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (id, attempt, token, lease_ms): (i64, i32, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert!(
+        (MAX_TIMEOUT_LEASE_MS..MAX_TIMEOUT_LEASE_MS + 2_000).contains(&lease_ms),
+        "lease of {lease_ms} ms for a {} ms timeout; the contract says {MAX_TIMEOUT_LEASE_MS} ms",
+        TIMEOUT_MS_RANGE.end()
+    );
+
+    let result = json!([{
+        "delivery_id": id, "attempt_number": attempt, "lease_token": token,
+        "status_code": 503, "error": "HTTP 503", "duration_ms": 5,
+        "retry_after_ms": MAX_RETRY_AFTER_MS * 10,
+    }]);
+    let applied: i32 = c
+        .query_one(
+            "SELECT hooks.complete('bounds-sender', $1::text::jsonb)",
+            &[&result.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    let wait_ms: i64 = c
+        .query_one(
+            "SELECT (extract(epoch FROM next_attempt_at - now()) * 1000)::bigint
+               FROM hooks.deliveries WHERE delivery_id = $1 AND status = 'retrying'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        (MAX_RETRY_AFTER_MS - 5_000..=MAX_RETRY_AFTER_MS + 5_000).contains(&wait_ms),
+        "Retry-After of 10 days waits {wait_ms} ms; the contract caps it at {MAX_RETRY_AFTER_MS} ms"
+    );
+}

@@ -5,6 +5,19 @@
 
 use serde::Serialize;
 
+pub use crate::retry::MAX_RETRY_AFTER_MS;
+pub use crate::webhook::TIMEOUT_MS_RANGE;
+
+/// The bounds both sides rely on. A claim leases each delivery for at least its webhook's
+/// request timeout plus this margin (`hooks.claim`: `greatest(lease, timeout + 10 s)`), so a
+/// request that times out still reports within its lease.
+pub const LEASE_MARGIN_MS: i64 = 10_000;
+
+/// The longest lease a claim grants for the request timeout alone: the longest timeout a
+/// webhook may have plus [`LEASE_MARGIN_MS`]. A sender retries writing a result for at least
+/// this long; after the lease it would be `lease_lost` anyway.
+pub const MAX_TIMEOUT_LEASE_MS: i64 = *TIMEOUT_MS_RANGE.end() as i64 + LEASE_MARGIN_MS;
+
 /// Identifies one lease of one delivery: what `hooks.release` takes, and the head of every
 /// result.
 ///

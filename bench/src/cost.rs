@@ -14,34 +14,7 @@
 //!   per table), at 1 and 8 clients, no sender running.
 
 use super::*;
-
-/// Postgres CPU seconds of the whole cluster (see procs::cluster_cpu_secs).
-pub(crate) struct Meter {
-    postmaster: u32,
-}
-
-impl Meter {
-    pub(crate) async fn new(db: &Client) -> Res<Self> {
-        let backend: i32 = db.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
-        let postmaster = match procs::parent_pid(backend as u32) {
-            Some(p) if p > 1 => p,
-            _ => bail!("COST: cannot find the postmaster of backend {backend} (is the cluster on this machine?)"),
-        };
-        Ok(Self { postmaster })
-    }
-
-    /// (cluster CPU seconds, WAL insert position in bytes) now.
-    pub(crate) async fn read(&self, db: &Client) -> Res<(f64, f64)> {
-        let wal: f64 = db
-            .query_one(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",
-                &[],
-            )
-            .await?
-            .get(0);
-        Ok((procs::cluster_cpu_secs(self.postmaster), wal))
-    }
-}
+use beema_hooks_bench::procs::ClusterMeter;
 
 /// What one drain cost, per delivery (or per row of the bare queue).
 struct Cost {
@@ -57,7 +30,7 @@ async fn drain(
     ctx: &Ctx,
     db: &Client,
     url: &str,
-    meter: &Meter,
+    meter: &ClusterMeter,
     target: &str,
     senders: usize,
     label: &str,
@@ -76,6 +49,8 @@ async fn drain(
     }
     let timeout = Duration::from_secs(600);
     loop {
+        // One probe of the due index, not a count (`remaining`): the poll runs every 10 ms and
+        // its cost lands in the Postgres CPU being measured.
         let busy: bool = db
             .query_one(
                 "SELECT EXISTS (SELECT FROM hooks.deliveries WHERE status IN ('pending', 'retrying', 'in_flight'))",
@@ -140,7 +115,13 @@ UPDATE bench_bare.queue SET status = 'done', lease_owner = NULL, lease_until = N
 
 /// Fills the bare queue with `rows` rows (the bodies of tenant `cost`'s events, 3 rows each) and
 /// drains it with 2 pgbench clients.
-async fn bare_drain(ctx: &Ctx, db: &Client, url: &str, meter: &Meter, rows: i64) -> Res<Cost> {
+async fn bare_drain(
+    ctx: &Ctx,
+    db: &Client,
+    url: &str,
+    meter: &ClusterMeter,
+    rows: i64,
+) -> Res<Cost> {
     db.batch_execute("TRUNCATE bench_bare.queue").await?;
     db.execute(
         "INSERT INTO bench_bare.queue (body)
@@ -261,7 +242,7 @@ pub(crate) async fn cost(ctx: &mut Ctx) -> Res<()> {
     };
     let nginx = procs::Nginx::start(&nginx_bin, &ctx.out)?;
     let (url, db) = ctx.fresh_db("bench_cost").await?;
-    let meter = Meter::new(&db).await?;
+    let meter = ClusterMeter::new(&db).await?;
     db.batch_execute(BARE_SCHEMA).await?;
     db.batch_execute(HAND_SCHEMA).await?;
     ctx.write("cost_bare.sql", BARE_SCRIPT)?;

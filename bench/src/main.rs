@@ -658,7 +658,7 @@ fn lua_long(s: &str) -> String {
 
 async fn p2(ctx: &mut Ctx) -> Res<()> {
     let (url, db) = ctx.fresh_db("bench_p2").await?;
-    let meter = cost::Meter::new(&db).await?;
+    let meter = procs::ClusterMeter::new(&db).await?;
     // The backlog: n deliveries of n / hooks events to `hooks` webhooks (each event matches
     // them all), so consecutive rows go to different webhooks and no per-webhook cap binds.
     let (n, hooks): (i32, i32) = if ctx.smoke { (500, 10) } else { (50_000, 100) };

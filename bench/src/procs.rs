@@ -85,7 +85,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// The parent of a process (for a backend: the postmaster).
-pub fn parent_pid(pid: u32) -> Option<u32> {
+fn parent_pid(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
@@ -93,7 +93,7 @@ pub fn parent_pid(pid: u32) -> Option<u32> {
 /// children that have exited (`cutime` + `cstime`: the postmaster waits for every backend it
 /// forked), and the time of its live children. A backend that exits between two readings moves
 /// from the live sum to the exited one, so differences of two readings count every backend.
-pub fn cluster_cpu_secs(postmaster: u32) -> f64 {
+fn cluster_cpu_secs(postmaster: u32) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let ticks = |f: &[String], from: usize, n: usize| -> f64 {
         f.iter()
@@ -119,6 +119,36 @@ pub fn cluster_cpu_secs(postmaster: u32) -> f64 {
         }
     }
     total / hz
+}
+
+/// What the cluster behind a connection has spent so far: CPU (see `cluster_cpu_secs`) and WAL.
+/// The cluster must run on this machine (its processes are read from /proc).
+pub struct ClusterMeter {
+    postmaster: u32,
+}
+
+impl ClusterMeter {
+    pub async fn new(db: &tokio_postgres::Client) -> Res<Self> {
+        let backend: i32 = db.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+        match parent_pid(backend as u32) {
+            Some(postmaster) if postmaster > 1 => Ok(Self { postmaster }),
+            _ => bail!(
+                "cannot find the postmaster of backend {backend} (is the cluster on this machine?)"
+            ),
+        }
+    }
+
+    /// (cluster CPU seconds, WAL insert position in bytes) now.
+    pub async fn read(&self, db: &tokio_postgres::Client) -> Res<(f64, f64)> {
+        let wal: f64 = db
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok((cluster_cpu_secs(self.postmaster), wal))
+    }
 }
 
 impl Drop for Proc {

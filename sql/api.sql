@@ -33,13 +33,18 @@ CREATE TRIGGER webhooks_before_write
 -- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
 CREATE FUNCTION hooks._webhook_after_disable() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
-    UPDATE hooks.deliveries
-       SET status = 'cancelled',
-           error_message = 'webhook disabled' || coalesce(': ' || NEW.disabled_reason, ''),
-           updated_at = now()
-     WHERE webhook_id = NEW.webhook_id
-       AND status IN ('pending', 'retrying');
+    SELECT array_agg(q.delivery_id) INTO v_ids
+      FROM hooks.queue q
+     WHERE q.webhook_id = NEW.webhook_id AND q.status IN ('pending', 'retrying');
+    IF v_ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM hooks._finish(v_ids, 'cancelled', NULL, NULL,
+                          array_fill('webhook disabled' || coalesce(': ' || NEW.disabled_reason, ''),
+                                     ARRAY[cardinality(v_ids)]));
     RETURN NULL;
 END
 $$;
@@ -48,6 +53,239 @@ CREATE TRIGGER webhooks_after_disable
     AFTER UPDATE OF enabled ON hooks.webhooks
     FOR EACH ROW WHEN (OLD.enabled AND NOT NEW.enabled)
     EXECUTE FUNCTION hooks._webhook_after_disable();
+
+-------------------------------------------------------------------------------------------------
+-- The delivery state machine. Every change of a delivery's status goes through the functions
+-- of this section; the statuses are the CHECKs of hooks.queue (live) and hooks.outcomes (final).
+--
+--   (publish, replay)          -> pending                        hooks._enqueue
+--   pending, retrying          -> in_flight   (claim)            hooks.claim
+--   pending, retrying          -> cancelled   (webhook disabled) hooks._finish
+--   in_flight                  -> success, failed, retrying      hooks._outcome decides;
+--                                              (a result)        hooks._finish / hooks._retry
+--   in_flight                  -> pending, retrying (released)   hooks.release
+--   in_flight, lease expired   -> retrying, or failed when that was the last attempt (claim)
+--   success, failed, cancelled -> pending     (retry, replay, redeliver)  hooks._requeue
+--
+-- Live rows (pending, retrying, in_flight) are in hooks.queue, final ones in hooks.outcomes:
+-- hooks._finish and hooks._requeue are the only moves between the two.
+-------------------------------------------------------------------------------------------------
+
+-- The outcome rule: the status a delivery takes after an attempt's result, decided here only.
+-- 2xx (and no transport error) -> success; 410 Gone -> failed (and the webhook is disabled, by
+-- hooks.complete's breaker step); the last attempt (maxAttempts) -> failed; the webhook disabled
+-- meanwhile -> cancelled; otherwise retrying (after hooks.retry_delay_ms).
+CREATE FUNCTION hooks._outcome(ok boolean, status_code integer, attempt_number integer,
+                               max_attempts integer, webhook_enabled boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+               WHEN $1 THEN 'success'
+               WHEN $2 = 410 THEN 'failed'
+               WHEN $3 >= $4 THEN 'failed'
+               WHEN NOT $5 THEN 'cancelled'
+               ELSE 'retrying'
+           END
+$$;
+
+-- A webhook's maxAttempts (retry_config; validated by hooks._check_webhook).
+CREATE FUNCTION hooks._max_attempts(retry_config jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(($1->>'maxAttempts')::int, 3)
+$$;
+
+-- Queues a new delivery of an event to each of the given webhooks: an hooks.outbox row (what
+-- goes where) and a pending hooks.queue row, due now. Returns how many.
+CREATE FUNCTION hooks._enqueue(event_id bigint, tenant_id text, event_type text, webhook_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    n integer;
+BEGIN
+    WITH o AS (
+        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+        SELECT w, event_id, tenant_id, event_type FROM unnest(webhook_ids) AS w
+        RETURNING outbox.delivery_id, outbox.webhook_id
+    )
+    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
+    SELECT o.delivery_id, o.webhook_id, tenant_id FROM o;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Ends live deliveries: each leaves hooks.queue for hooks.outcomes with its final status
+-- (success, failed or cancelled), result and error. `status` (one for all) is used where
+-- `statuses` is NULL; a NULL array of status codes or of response bodies keeps the last
+-- failed attempt's (a cancel, or a lease that ran out). Only rows still in the queue move
+-- (the caller holds their locks or takes them here). Returns how many ended.
+CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
+                              errors text[], response_bodies text[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF cardinality(ids) IS NULL OR cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH f AS (
+        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies)
+                 AS f(delivery_id, status, status_code, error_message, response_body)
+    ), gone AS (
+        DELETE FROM hooks.queue q USING f
+         WHERE q.delivery_id = f.delivery_id
+        RETURNING q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_token,
+                  q.breaker_held_ms, coalesce(f.status, _finish.status) AS status,
+                  CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
+                  CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
+                  f.error_message
+    )
+    INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                status_code, response_body, error_message, lease_token,
+                                breaker_held_ms, delivered_at)
+    SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
+           g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
+           CASE WHEN g.status = 'success' THEN now() END
+      FROM gone g;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Queues finished or waiting deliveries again from the start: pending, due now, attempt 0,
+-- no error. A finished one moves back from hooks.outcomes into hooks.queue; one in the queue
+-- that is not in flight starts over; one in flight is left alone. `new_uuids` gives each a new
+-- delivery_uuid (a replay: receivers dedup on it). Returns how many were queued.
+CREATE FUNCTION hooks._requeue(ids bigint[], new_uuids boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    m integer;
+BEGIN
+    UPDATE hooks.queue q
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), lease_owner = NULL,
+           status_code = NULL, response_body = NULL, error_message = NULL, breaker_held_ms = 0,
+           updated_at = now()
+     WHERE q.delivery_id = ANY (ids) AND q.status IN ('pending', 'retrying');
+    GET DIAGNOSTICS m = ROW_COUNT;
+    WITH back AS (
+        DELETE FROM hooks.outcomes f WHERE f.delivery_id = ANY (ids)
+        RETURNING f.delivery_id, f.webhook_id, f.tenant_id, f.lease_token
+    )
+    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, lease_token)
+    SELECT b.delivery_id, b.webhook_id, b.tenant_id, b.lease_token FROM back b;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF new_uuids THEN
+        UPDATE hooks.outbox o SET delivery_uuid = gen_random_uuid()
+         WHERE o.delivery_id = ANY (ids)
+           AND EXISTS (SELECT 1 FROM hooks.queue q WHERE q.delivery_id = o.delivery_id AND q.status = 'pending');
+    END IF;
+    RETURN n + m;
+END
+$$;
+
+-- An INSERT into the view hooks.deliveries (a DBA's or an old script's): the delivery goes into
+-- hooks.outbox, and into hooks.queue when its status is live (pending by default) or
+-- hooks.outcomes when it is final.
+CREATE FUNCTION hooks._deliveries_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hooks.outbox (delivery_id, delivery_uuid, webhook_id, event_id, tenant_id, event_type, created_at)
+    VALUES (coalesce(NEW.delivery_id, nextval(pg_get_serial_sequence('hooks.outbox', 'delivery_id'))),
+            coalesce(NEW.delivery_uuid, gen_random_uuid()), NEW.webhook_id, NEW.event_id,
+            NEW.tenant_id, NEW.event_type, coalesce(NEW.created_at, now()))
+    RETURNING delivery_id, delivery_uuid, created_at INTO NEW.delivery_id, NEW.delivery_uuid, NEW.created_at;
+    NEW.status := coalesce(NEW.status, 'pending');
+    NEW.attempt_number := coalesce(NEW.attempt_number, 0);
+    NEW.updated_at := coalesce(NEW.updated_at, now());
+    NEW.breaker_held_ms := coalesce(NEW.breaker_held_ms, 0);
+    IF NEW.status IN ('success', 'failed', 'cancelled') THEN
+        INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                    status_code, response_body, error_message, lease_token,
+                                    breaker_held_ms, delivered_at, updated_at)
+        VALUES (NEW.delivery_id, NEW.webhook_id, NEW.tenant_id, NEW.status, NEW.attempt_number,
+                NEW.status_code, NEW.response_body, NEW.error_message, NEW.lease_token,
+                NEW.breaker_held_ms, NEW.delivered_at, NEW.updated_at);
+    ELSE
+        NEW.next_attempt_at := coalesce(NEW.next_attempt_at, now());
+        INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                 next_attempt_at, lease_owner, lease_token, breaker_held_ms,
+                                 status_code, response_body, error_message, updated_at)
+        VALUES (NEW.delivery_id, NEW.webhook_id, NEW.tenant_id, NEW.status, NEW.attempt_number,
+                NEW.next_attempt_at, NEW.lease_owner, NEW.lease_token, NEW.breaker_held_ms,
+                NEW.status_code, NEW.response_body, NEW.error_message, NEW.updated_at);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER deliveries_insert
+    INSTEAD OF INSERT ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_insert();
+
+-- An UPDATE of the view hooks.deliveries: the row ends up with exactly the values set, as in a
+-- table; a status that crosses between live and final moves the delivery through the state
+-- machine (hooks._finish, hooks._requeue) first. Its id, webhook, event and tenant are fixed.
+CREATE FUNCTION hooks._deliveries_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_live constant text[] := ARRAY['pending', 'retrying', 'in_flight'];
+BEGIN
+    IF (NEW.delivery_id, NEW.webhook_id, NEW.event_id, NEW.tenant_id)
+       IS DISTINCT FROM (OLD.delivery_id, OLD.webhook_id, OLD.event_id, OLD.tenant_id) THEN
+        RAISE EXCEPTION 'the delivery_id, webhook_id, event_id and tenant_id of a delivery cannot change'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Replay the event to another webhook with hooks.replay_event.';
+    END IF;
+    IF (NEW.delivery_uuid, NEW.event_type, NEW.created_at) IS DISTINCT FROM (OLD.delivery_uuid, OLD.event_type, OLD.created_at) THEN
+        UPDATE hooks.outbox o
+           SET delivery_uuid = NEW.delivery_uuid, event_type = NEW.event_type, created_at = NEW.created_at
+         WHERE o.delivery_id = OLD.delivery_id;
+    END IF;
+    IF OLD.status = ANY (v_live) AND NOT (NEW.status = ANY (v_live)) THEN
+        PERFORM hooks._finish(ARRAY[OLD.delivery_id], NEW.status, NULL, NULL, NULL);
+    ELSIF NOT (OLD.status = ANY (v_live)) AND NEW.status = ANY (v_live) THEN
+        PERFORM hooks._requeue(ARRAY[OLD.delivery_id]);
+    END IF;
+    IF NEW.status = ANY (v_live) THEN
+        UPDATE hooks.queue q
+           SET status = NEW.status, attempt_number = NEW.attempt_number,
+               next_attempt_at = NEW.next_attempt_at, lease_owner = NEW.lease_owner,
+               lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
+               status_code = NEW.status_code, response_body = NEW.response_body,
+               error_message = NEW.error_message, updated_at = NEW.updated_at
+         WHERE q.delivery_id = OLD.delivery_id;
+    ELSE
+        UPDATE hooks.outcomes f
+           SET status = NEW.status, attempt_number = NEW.attempt_number,
+               lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
+               status_code = NEW.status_code, response_body = NEW.response_body,
+               error_message = NEW.error_message, delivered_at = NEW.delivered_at,
+               updated_at = NEW.updated_at
+         WHERE f.delivery_id = OLD.delivery_id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER deliveries_update
+    INSTEAD OF UPDATE ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_update();
+
+-- A DELETE from the view hooks.deliveries deletes the delivery with its attempts.
+CREATE FUNCTION hooks._deliveries_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM hooks.outbox o WHERE o.delivery_id = OLD.delivery_id;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER deliveries_delete
+    INSTEAD OF DELETE ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_delete();
 
 -------------------------------------------------------------------------------------------------
 -- Matching and publishing.
@@ -69,7 +307,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one
--- hooks.deliveries row per matching webhook (which arms the sender's wake-up on commit, below). Returns the
+-- delivery per matching webhook (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
 -- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
 -- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
@@ -108,10 +346,8 @@ BEGIN
         RETURN v_id;
     END IF;
 
-    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
-    SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
-      FROM hooks.match(p.event_type, p.tenant_id) m;
-    IF FOUND THEN
+    IF hooks._enqueue(v_id, p.tenant_id, p.event_type,
+                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m)) > 0 THEN
         -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
@@ -240,6 +476,89 @@ BEGIN
 END
 $$;
 
+-- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
+-- every sender at `at`. Empty when there is no cap, or fewer leases than that in all.
+CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET jit = off AS $$
+DECLARE
+    v_full bigint[] := '{}';
+BEGIN
+    IF cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue x  -- at least cap in flight at all
+                            WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                           OFFSET cap - 1) THEN
+        SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
+          FROM (SELECT x.webhook_id
+                  FROM hooks.queue x
+                 WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                 GROUP BY x.webhook_id
+                HAVING count(*) >= cap) AS b;
+    END IF;
+    RETURN v_full;
+END
+$$;
+
+-- What hooks.claim does with each due row it locked (`ids`, of webhooks `webhook_ids`; `mine`:
+-- the webhooks whose claim lock it holds), one action each:
+--   'exhaust'  its lease expired and that was the last attempt: it ends failed (`note` says why)
+--   'cancel'   its webhook is disabled: it ends cancelled
+--   'wait'     the breaker holds it back (paused, or half-open with its one probe out) until
+--              `held_until`; at most one maximum cool-down (max_cool ms) over a delivery's life
+--   'over'     another sender is claiming its webhook, or the webhook is at the cap: left as it
+--              is (unlocked at commit) for a later claim
+--   'claim'    sent now
+-- `expired`: its lease ran out (an attempt whose sender never reported).
+CREATE FUNCTION hooks._claim_plan(ids bigint[], webhook_ids bigint[], mine bigint[], cap integer,
+                                  threshold integer, max_cool bigint, at timestamptz)
+RETURNS TABLE (delivery_id bigint, action text, held_until timestamptz, expired boolean, note text)
+LANGUAGE sql STABLE AS $$
+    WITH due AS (
+        SELECT q.delivery_id, q.webhook_id, q.status, q.lease_owner, q.attempt_number,
+               q.next_attempt_at, greatest(max_cool - q.breaker_held_ms, 0) AS hold_left_ms
+          FROM hooks.queue q
+         WHERE q.delivery_id = ANY (ids)
+    ), busy AS (
+        -- read after taking the claim locks, so it includes every other claim
+        SELECT x.webhook_id, count(*) AS n
+          FROM hooks.queue x
+         WHERE cap > 0 AND x.webhook_id = ANY (mine)
+           AND x.status = 'in_flight' AND x.next_attempt_at > at
+         GROUP BY x.webhook_id
+    ), plan AS (
+        SELECT due.*, w.enabled, w.disabled_reason, hooks._max_attempts(w.retry_config) AS max_attempts,
+               least(greatest(w.paused_until, at + interval '1 second'),
+                     at + due.hold_left_ms * interval '1 millisecond') AS held_until,
+               CASE
+                   WHEN due.status = 'in_flight' AND due.attempt_number >= hooks._max_attempts(w.retry_config)
+                       THEN 'exhaust'
+                   WHEN NOT w.enabled THEN 'cancel'
+                   WHEN w.paused_until > at AND due.hold_left_ms > 0 THEN 'wait'
+                   -- half-open: one probe, the delivery with the most attempts behind it
+                   WHEN threshold > 0 AND w.consecutive_failures >= threshold AND due.hold_left_ms > 0
+                        AND coalesce(busy.n, 0)
+                            + row_number() OVER (PARTITION BY due.webhook_id
+                                                 ORDER BY due.attempt_number DESC, due.next_attempt_at) > 1
+                       THEN 'wait'
+                   WHEN cap > 0 AND NOT (due.webhook_id = ANY (mine)) THEN 'over'
+                   WHEN cap > 0
+                        AND coalesce(busy.n, 0)
+                            + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > cap
+                       THEN 'over'
+                   ELSE 'claim'
+               END AS action
+          FROM due
+          JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id AND w.webhook_id = ANY (webhook_ids)
+          LEFT JOIN busy ON busy.webhook_id = due.webhook_id
+    )
+    SELECT plan.delivery_id, plan.action, plan.held_until,
+           plan.status = 'in_flight' AND plan.action <> 'over',
+           CASE plan.action
+               WHEN 'cancel' THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
+               WHEN 'exhaust' THEN format('attempt %s of %s: the sender (%s) never reported a result before its lease expired',
+                                          plan.attempt_number, plan.max_attempts, plan.lease_owner)
+           END
+      FROM plan
+$$;
+
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
 -- with every header (signatures included) computed, and a new lease_token for each: the fence
 -- complete and release check (hooks._holds_lease). Rows whose lease expired are reclaimed and
@@ -275,6 +594,12 @@ DECLARE
     v_scan      integer;
     v_last_full timestamptz;
     v_ids       bigint[];
+    v_end       bigint[];
+    v_end_action text[];
+    v_end_note  text[];
+    v_wait      bigint[];
+    v_wait_until timestamptz[];
+    v_expired   bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
     v_looked_again boolean := false;
@@ -298,9 +623,7 @@ BEGIN
 
     -- A lingering sender's look at an empty queue: one probe of the due index, and it stays
     -- awake (the loop below would find nothing either, at several times the cost).
-    IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.deliveries x
-                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
-                                     AND x.next_attempt_at <= clock_timestamp()) THEN
+    IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.queue x WHERE x.next_attempt_at <= clock_timestamp()) THEN
         PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
         v_quiet := true;
     END IF;
@@ -309,19 +632,7 @@ BEGIN
         EXIT WHEN v_quiet;
         -- not now(): a later look must see rows of transactions that began after this one
         v_now := clock_timestamp();
-        -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
-        -- rows this claim passes over.
-        v_full := '{}';
-        IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.deliveries x  -- at least v_cap in flight at all
-                                  WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
-                                 OFFSET v_cap - 1) THEN
-            SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
-              FROM (SELECT x.webhook_id
-                      FROM hooks.deliveries x
-                     WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
-                     GROUP BY x.webhook_id
-                    HAVING count(*) >= v_cap) AS b;
-        END IF;
+        v_full := hooks._webhooks_at_cap(v_cap, v_now);
 
         -- Which due rows to look at. Normally all, oldest first. While webhooks are at the cap,
         -- their rows can be most of the due backlog, and reading past all of them on every
@@ -338,37 +649,20 @@ BEGIN
         END IF;
 
         -- Lock the oldest due rows (of webhooks not at the cap).
-        IF v_scan IS NULL THEN
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id
-                  FROM hooks.deliveries d
-                 WHERE d.status IN ('pending', 'retrying', 'in_flight')
-                   AND d.next_attempt_at <= v_now
-                   AND d.webhook_id <> ALL (v_full)
-                 ORDER BY d.next_attempt_at
-                 LIMIT max_rows
-                   FOR UPDATE SKIP LOCKED
-            )
-            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
-        ELSE
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id
-                  FROM hooks.deliveries d
-                 WHERE d.delivery_id = ANY (ARRAY(SELECT x.delivery_id
-                                                    FROM hooks.deliveries x
-                                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
-                                                     AND x.next_attempt_at <= v_now
-                                                   ORDER BY x.next_attempt_at
-                                                   LIMIT v_scan))
-                   AND d.status IN ('pending', 'retrying', 'in_flight')
-                   AND d.next_attempt_at <= v_now
-                   AND d.webhook_id <> ALL (v_full)
-                 ORDER BY d.next_attempt_at
-                 LIMIT max_rows
-                   FOR UPDATE OF d SKIP LOCKED
-            )
-            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
-        END IF;
+        WITH due AS (
+            SELECT q.delivery_id, q.webhook_id
+              FROM hooks.queue q
+             WHERE q.next_attempt_at <= v_now
+               AND q.webhook_id <> ALL (v_full)
+               AND (v_scan IS NULL
+                    OR q.delivery_id = ANY (ARRAY(SELECT x.delivery_id FROM hooks.queue x
+                                                   WHERE x.next_attempt_at <= v_now
+                                                   ORDER BY x.next_attempt_at LIMIT v_scan)))
+             ORDER BY q.next_attempt_at
+             LIMIT max_rows
+               FOR UPDATE SKIP LOCKED
+        )
+        SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
 
         -- Take each of their webhooks' claim lock (transaction advisory lock, skipped when
         -- another sender holds it): counting a webhook's requests in flight and claiming more
@@ -377,118 +671,80 @@ BEGIN
           FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
          WHERE v_cap > 0 AND pg_try_advisory_xact_lock(hooks._lock_key('claim')::integer, (h.webhook_id % 2147483647)::integer);
 
-        IF v_cand IS NULL THEN  -- nothing due
-            v_ids := NULL;
-            v_skipped := 0;
-        ELSE
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
-                       d.next_attempt_at, greatest(v_max_cool - d.breaker_held_ms, 0) AS hold_left_ms
-                  FROM hooks.deliveries d
-                 WHERE d.delivery_id = ANY (v_cand)
-            ), busy AS (
-                -- read after taking the claim locks, so it includes every other claim
-                SELECT x.webhook_id, count(*) AS n
-                  FROM hooks.deliveries x
-                 WHERE v_cap > 0 AND x.webhook_id = ANY (v_mine)
-                   AND x.status = 'in_flight' AND x.next_attempt_at > v_now
-                 GROUP BY x.webhook_id
-            ), plan AS (
-                SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
-                       coalesce((w.retry_config->>'maxAttempts')::int, 3) AS max_attempts,
-                       least(greatest(w.paused_until, v_now + interval '1 second'),
-                             v_now + due.hold_left_ms * interval '1 millisecond') AS held_until,
-                       CASE
-                           -- an expired lease was an attempt: with none left, the delivery ends
-                           WHEN due.status = 'in_flight'
-                                AND due.attempt_number >= coalesce((w.retry_config->>'maxAttempts')::int, 3)
-                               THEN 'exhaust'
-                           WHEN NOT w.enabled THEN 'cancel'
-                           -- the breaker holds a delivery back for at most one maximum
-                           -- cool-down over its life; after that it goes out like any other
-                           WHEN w.paused_until > v_now AND due.hold_left_ms > 0 THEN 'wait'
-                           -- half-open: one probe, the delivery with the most attempts behind it
-                           WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold AND due.hold_left_ms > 0
-                                AND coalesce(busy.n, 0)
-                                    + row_number() OVER (PARTITION BY due.webhook_id
-                                                         ORDER BY due.attempt_number DESC, due.next_attempt_at) > 1
-                               THEN 'wait'
-                           -- another sender is claiming this webhook, or it is at the cap: left as
-                           -- it is (unlocked at commit) for a later claim
-                           WHEN v_cap > 0 AND NOT (due.webhook_id = ANY (v_mine)) THEN 'over'
-                           WHEN v_cap > 0
-                                AND coalesce(busy.n, 0)
-                                    + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_cap
-                               THEN 'over'
-                           ELSE 'claim'
-                       END AS action
-                  FROM due
-                  JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id AND w.webhook_id = ANY (v_cand_wh)
-                  LEFT JOIN busy ON busy.webhook_id = due.webhook_id
-            ), lost AS (
-                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
-                SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
-                       'lease_expired', 'lease expired before the sender reported a result'
-                  FROM plan
-                 WHERE plan.status = 'in_flight' AND plan.action <> 'over'
-            ), skipped AS (
-                UPDATE hooks.deliveries d
-                   SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
-                                     WHEN plan.action = 'exhaust' THEN 'failed'
-                                     WHEN plan.status = 'in_flight' THEN 'retrying'
-                                     ELSE plan.status END,
-                       error_message = CASE WHEN plan.action = 'cancel'
-                                            THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
-                                            WHEN plan.action = 'exhaust'
-                                            THEN format('attempt %s of %s: the sender (%s) never reported a result before its lease expired',
-                                                        plan.attempt_number, plan.max_attempts, plan.lease_owner)
-                                            ELSE d.error_message END,
-                       next_attempt_at = CASE WHEN plan.action IN ('cancel', 'exhaust') THEN d.next_attempt_at
-                                              ELSE plan.held_until END,
-                       breaker_held_ms = d.breaker_held_ms + CASE WHEN plan.action = 'wait'
-                           THEN ceil(extract(epoch FROM plan.held_until - v_now) * 1000)::bigint ELSE 0 END,
-                       lease_owner = NULL,
-                       updated_at = now()
-                  FROM plan
-                 WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait', 'exhaust')
-                RETURNING 1
-            ), claimed AS (
-                UPDATE hooks.deliveries d
+        v_ids := NULL;
+        v_skipped := 0;
+        IF v_cand IS NOT NULL THEN
+            -- What to do with each locked row (hooks._claim_plan), then each transition.
+            SELECT array_agg(p.delivery_id) FILTER (WHERE p.action = 'claim'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.action) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.note) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.held_until) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.expired),
+                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait'))
+              INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
+              FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
+
+            -- Leases that ran out were attempts whose sender never reported: logged.
+            INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+            SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
+                   'lease_expired', 'lease expired before the sender reported a result'
+              FROM hooks.queue q
+             WHERE q.delivery_id = ANY (v_expired);
+            -- Disabled webhooks' rows are cancelled; an expired lease that was the last attempt fails.
+            PERFORM hooks._finish(v_end, NULL,
+                                  ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
+                                          FROM unnest(v_end_action) AS a),
+                                  NULL, v_end_note);
+            -- Held back by the breaker: out of the due range until it may go (an expired lease
+            -- becomes retrying).
+            UPDATE hooks.queue q
+               SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
+                   next_attempt_at = w.until,
+                   breaker_held_ms = q.breaker_held_ms + ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint,
+                   lease_owner = NULL,
+                   updated_at = now()
+              FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
+             WHERE q.delivery_id = w.delivery_id;
+            -- Claimed: in flight under a new lease token, the attempt counted.
+            WITH claimed AS (
+                UPDATE hooks.queue q
                    SET status = 'in_flight',
-                       attempt_number = d.attempt_number + 1,
+                       attempt_number = q.attempt_number + 1,
                        lease_owner = v_sender,
                        lease_token = nextval('hooks.lease_tokens'),
-                       next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
+                       next_attempt_at = v_now + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
                        updated_at = now()
-                  FROM plan
-                 WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
-                RETURNING d.delivery_id
+                  FROM hooks.webhooks w
+                 WHERE q.delivery_id = ANY (v_ids) AND w.webhook_id = q.webhook_id
+                   AND w.webhook_id = ANY (v_cand_wh)
+                RETURNING q.delivery_id
             )
-            SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
-                   (SELECT count(*) FROM skipped)
-              INTO v_ids, v_skipped;
+            SELECT array_agg(claimed.delivery_id) INTO v_ids FROM claimed;
         END IF;
         v_claimed := coalesce(cardinality(v_ids), 0);
 
         IF v_claimed > 0 THEN
             RETURN QUERY
-            SELECT d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_type, w.url,
+            SELECT q.delivery_id, q.attempt_number, o.delivery_uuid, q.webhook_id, o.event_type, w.url,
                    w.headers || jsonb_build_object(
                        'Content-Type', 'application/json',
                        'X-Beema-Signature', hooks.sign(e.body, w.secret),
-                       'X-Beema-Event', d.event_type,
-                       'X-Beema-Delivery', d.delivery_uuid::text,
-                       'webhook-id', d.delivery_uuid::text,
+                       'X-Beema-Event', o.event_type,
+                       'X-Beema-Delivery', o.delivery_uuid::text,
+                       'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(d.delivery_uuid::text, v_ts, e.body,
+                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, e.body,
                            CASE WHEN w.previous_secret_expires_at > v_now
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
-                   e.body, w.timeout_ms, d.next_attempt_at, d.lease_token
-              FROM hooks.deliveries d
-              JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id AND w.webhook_id = ANY (v_cand_wh)
-              JOIN hooks.events e ON e.event_id = d.event_id
-             WHERE d.delivery_id = ANY (v_ids)
-             ORDER BY d.delivery_id;
+                   e.body, w.timeout_ms, q.next_attempt_at, q.lease_token
+              FROM hooks.queue q
+              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+              JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
+              JOIN hooks.events e ON e.event_id = o.event_id
+             WHERE q.delivery_id = ANY (v_ids)
+             ORDER BY q.delivery_id;
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
             -- every claim while awake (a session lock counts its holds) rather than dropped and
             -- retaken, so it is never free while this sender is awake; going idle drops all.
@@ -553,7 +809,27 @@ DECLARE
     -- every lease token issued so far: the breaker's fence when it opens now
     v_issued    bigint := coalesce(pg_sequence_last_value('hooks.lease_tokens'), 0);
     v_applied   integer;
+    v_retried   integer;
+    v_webhooks  integer;
     v_freed     boolean;
+    v_id        bigint[];
+    v_webhook   bigint[];
+    v_tenant    text[];
+    v_attempt   integer[];
+    v_code      integer[];
+    v_err       text[];
+    v_body      text[];
+    v_duration  integer[];
+    v_holds     boolean[];
+    v_ok        boolean[];
+    v_after_fence boolean[];
+    v_next      text[];
+    v_delay     bigint[];
+    v_fin       bigint[];
+    v_fin_status text[];
+    v_fin_code  integer[];
+    v_fin_err   text[];
+    v_fin_body  text[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -563,60 +839,102 @@ BEGIN
 
     PERFORM set_config('synchronous_commit', 'off', true);  -- as in hooks.claim
 
+    -- The facts, each against its delivery's current lease (the queue rows locked: a claim
+    -- reclaiming them, or a concurrent result, waits), and the status each leads to.
     WITH r AS (
         SELECT *
           FROM jsonb_to_recordset(results) AS r(delivery_id bigint, attempt_number integer,
                lease_token bigint, status_code integer, error text, response_body text,
                duration_ms integer, retry_after_ms bigint)
+    ), live AS (
+        SELECT q.* FROM hooks.queue q
+         WHERE q.delivery_id IN (SELECT r.delivery_id FROM r)
+           FOR UPDATE
     ), cur AS (
-        SELECT r.*, d.webhook_id, d.tenant_id, w.retry_config, w.enabled,
+        SELECT r.*, o.webhook_id, o.tenant_id, w.retry_config,
                -- claimed after the breaker last opened (or a probe failed): a new request
-               coalesce(d.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
-               hooks._holds_lease(d.status, d.lease_owner, d.attempt_number, d.lease_token,
-                                  v_sender, r.attempt_number, r.lease_token) AS holds,
+               coalesce(live.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
+               coalesce(hooks._holds_lease(live.status, live.lease_owner, live.attempt_number, live.lease_token,
+                                           v_sender, r.attempt_number, r.lease_token), false) AS holds,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
-               CASE WHEN r.status_code BETWEEN 200 AND 299 AND r.error IS NULL THEN NULL
-                    ELSE left(coalesce(r.error, 'HTTP ' || r.status_code, 'unknown error'), 1000)
-               END AS err
+               w.enabled
           FROM r
-          JOIN hooks.deliveries d ON d.delivery_id = r.delivery_id
-          JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
-           FOR UPDATE OF d
-    ), upd AS (
-        UPDATE hooks.deliveries d
-           SET status = CASE
-                   WHEN cur.ok THEN 'success'
-                   WHEN cur.status_code = 410 THEN 'failed'
-                   WHEN cur.attempt_number >= coalesce((cur.retry_config->>'maxAttempts')::int, 3) THEN 'failed'
-                   WHEN NOT cur.enabled THEN 'cancelled'
-                   ELSE 'retrying' END,
-               status_code = cur.status_code,
-               response_body = left(cur.response_body, 1000),
-               error_message = cur.err,
-               next_attempt_at = CASE WHEN cur.ok THEN d.next_attempt_at
-                   ELSE now() + hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
-                                                     cur.retry_after_ms, random())
-                                * interval '1 millisecond' END,
-               delivered_at = CASE WHEN cur.ok THEN now() END,
-               lease_owner = NULL,
-               updated_at = now()
-          FROM cur
-         WHERE d.delivery_id = cur.delivery_id AND cur.holds
-        RETURNING d.delivery_id
-    ), log AS (
-        INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
-                                    status_code, error_message, duration_ms)
-        SELECT cur.delivery_id, cur.webhook_id, cur.tenant_id, cur.attempt_number, v_sender,
-               CASE WHEN NOT cur.holds THEN 'lease_lost' WHEN cur.ok THEN 'success' ELSE 'failure' END,
-               cur.status_code, cur.err, cur.duration_ms
-          FROM cur
-    ), per_webhook AS (
-        SELECT cur.webhook_id, bool_or(cur.ok) AS any_ok, count(*) FILTER (WHERE NOT cur.ok) AS failures,
-               count(*) FILTER (WHERE NOT cur.ok AND cur.after_fence) AS new_failures,
-               bool_or(cur.status_code = 410) AS gone
-          FROM cur
-         WHERE cur.holds
-         GROUP BY cur.webhook_id
+          JOIN hooks.outbox o ON o.delivery_id = r.delivery_id
+          JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
+          LEFT JOIN live ON live.delivery_id = r.delivery_id
+    )
+    SELECT array_agg(cur.delivery_id), array_agg(cur.webhook_id), array_agg(cur.tenant_id),
+           array_agg(cur.attempt_number), array_agg(cur.status_code),
+           array_agg(CASE WHEN cur.ok THEN NULL
+                          ELSE left(coalesce(cur.error, 'HTTP ' || cur.status_code, 'unknown error'), 1000) END),
+           array_agg(left(cur.response_body, 1000)), array_agg(cur.duration_ms),
+           array_agg(cur.holds), array_agg(cur.ok), array_agg(cur.after_fence),
+           array_agg(CASE WHEN cur.holds
+                          THEN hooks._outcome(cur.ok, cur.status_code, cur.attempt_number,
+                                              hooks._max_attempts(cur.retry_config), cur.enabled) END),
+           array_agg(CASE WHEN cur.holds AND NOT cur.ok
+                          THEN hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
+                                                    cur.retry_after_ms, random()) END)
+      INTO v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_body, v_duration, v_holds, v_ok,
+           v_after_fence, v_next, v_delay
+      FROM cur;
+    IF v_id IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- Webhooks at the in-flight cap (whose due rows claims passed over) that these results
+    -- free: counted before the results are applied.
+    SELECT EXISTS (
+        SELECT 1
+          FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook, v_holds) AS a(webhook_id, holds)
+                 WHERE a.holds) AS s
+         WHERE v_cap > 0
+           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
+                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                         AND x.next_attempt_at > now()
+                                       LIMIT v_cap) AS f) >= v_cap)
+      INTO v_freed;
+
+    -- Every result is logged; one that no longer holds its lease as lease_lost.
+    INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
+                                status_code, error_message, duration_ms)
+    SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
+           CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
+           a.status_code, a.err, a.duration_ms
+      FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
+           AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok);
+
+    -- Final: out of the queue.
+    SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
+           array_agg(a.body)
+      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body
+      FROM unnest(v_id, v_next, v_code, v_err, v_body) AS a(delivery_id, next, status_code, err, body)
+     WHERE a.next IN ('success', 'failed', 'cancelled');
+    v_applied := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
+                               coalesce(v_fin_body, '{}'));
+
+    -- Retrying: due again after the backoff (or Retry-After), with this attempt's result.
+    UPDATE hooks.queue q
+       SET status = 'retrying',
+           next_attempt_at = now() + a.delay * interval '1 millisecond',
+           status_code = a.status_code,
+           response_body = a.body,
+           error_message = a.err,
+           lease_owner = NULL,
+           updated_at = now()
+      FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body) AS a(delivery_id, next, delay, status_code, err, body)
+     WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying';
+    GET DIAGNOSTICS v_retried = ROW_COUNT;
+    v_applied := v_applied + v_retried;
+
+    WITH per_webhook AS (
+        SELECT a.webhook_id, bool_or(a.ok) AS any_ok, count(*) FILTER (WHERE NOT a.ok) AS failures,
+               count(*) FILTER (WHERE NOT a.ok AND a.after_fence) AS new_failures,
+               bool_or(a.status_code = 410) AS gone
+          FROM unnest(v_webhook, v_holds, v_ok, v_after_fence, v_code)
+               AS a(webhook_id, holds, ok, after_fence, status_code)
+         WHERE a.holds
+         GROUP BY a.webhook_id
     ), breaker AS (
         -- One update per webhook: a success closes the breaker. Failures count up; reaching the
         -- threshold opens it (paused for hooks.breaker_cooldown_ms); once the pause is over
@@ -668,17 +986,8 @@ BEGIN
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
                 OR w.last_success_at < now() - interval '1 second')
-    ), freed AS (
-        -- webhooks that were at the in-flight cap, whose due rows claims passed over
-        SELECT 1
-          FROM per_webhook s
-         WHERE v_cap > 0
-           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.deliveries x
-                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
-                                         AND x.next_attempt_at > now()
-                                       LIMIT v_cap) AS f) >= v_cap
     )
-    SELECT (SELECT count(*) FROM upd), EXISTS (SELECT 1 FROM freed) INTO v_applied, v_freed;
+    SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
     -- nothing else to do (sent on commit).
     IF v_freed THEN
@@ -707,7 +1016,7 @@ BEGIN
         SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer,
                                                           lease_token bigint)
     ), upd AS (
-        UPDATE hooks.deliveries d
+        UPDATE hooks.queue d
            SET status = CASE WHEN d.attempt_number > 1 THEN 'retrying' ELSE 'pending' END,
                attempt_number = d.attempt_number - 1,
                next_attempt_at = now(),

@@ -6,17 +6,141 @@
 \echo Use "ALTER EXTENSION beema_hooks UPDATE TO '0.3.0'" to load this file. \quit
 
 -------------------------------------------------------------------------------------------------
--- New columns (none rewrites its table: NULL, or a constant default). Rows in flight at the
--- update have no lease token: their senders (0.2.0) report without one and are fenced by
--- attempt number. Paused webhooks stay paused until their paused_until, at breaker level 0.
+-- New columns (none rewrites its table: NULL, or a constant default). Paused webhooks stay
+-- paused until their paused_until, at breaker level 0.
 -------------------------------------------------------------------------------------------------
 ALTER TABLE hooks.webhooks ADD COLUMN breaker_level integer NOT NULL DEFAULT 0;
 ALTER TABLE hooks.webhooks ADD COLUMN breaker_fence bigint;
-ALTER TABLE hooks.deliveries ADD COLUMN lease_token bigint;
-ALTER TABLE hooks.deliveries ADD COLUMN breaker_held_ms bigint NOT NULL DEFAULT 0;
 CREATE SEQUENCE hooks.lease_tokens;
 SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');
 GRANT USAGE ON SEQUENCE hooks.lease_tokens TO hooks_admin;
+
+-------------------------------------------------------------------------------------------------
+-- Storage (README, "Storage"): the one table hooks.deliveries becomes three, hooks.outbox (what
+-- goes where), hooks.queue (live work) and hooks.outcomes (how finished deliveries ended), and
+-- a view hooks.deliveries with the table's columns over them. Every row moves: pending,
+-- retrying and in-flight deliveries into the queue (a lease stays as it was: a 0.2.0 sender
+-- holding one reports without a lease token and is fenced by attempt number), finished ones
+-- into the outcomes. Delivery ids go on from where they were. A finished delivery's
+-- next_attempt_at now reads as when it finished (no due time is kept for it).
+-------------------------------------------------------------------------------------------------
+DROP VIEW hooks.dead_letters;
+DROP VIEW hooks.delivery_log;
+DROP FUNCTION hooks.retry_delivery(bigint);
+ALTER TABLE hooks.attempts DROP CONSTRAINT attempts_delivery_id_fkey;
+
+CREATE TABLE hooks.outbox (
+    delivery_id     bigserial   PRIMARY KEY,
+    -- sent as X-Beema-Delivery and webhook-id; stable across retries, new on a replay
+    delivery_uuid   uuid        NOT NULL DEFAULT gen_random_uuid(),
+    webhook_id      bigint      NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    event_id        bigint      NOT NULL REFERENCES hooks.events ON DELETE CASCADE,
+    tenant_id       text        NOT NULL,
+    event_type      text        NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
+);
+CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
+CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);
+
+-- The live statuses and the final ones, each written once: the CHECKs below name them.
+CREATE TABLE hooks.queue (
+    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    tenant_id       text        NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+        CONSTRAINT queue_status_check CHECK (status IN ('pending', 'retrying', 'in_flight')),
+    -- attempts started so far; the claim of attempt n sets it to n
+    attempt_number  integer     NOT NULL DEFAULT 0,
+    -- pending/retrying: when it is due; in_flight: when its lease expires
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_owner     text,
+    -- the fence of the current (or last) lease: issued by hooks.claim from hooks.lease_tokens,
+    -- unique for all time; complete and release apply only while the delivery still holds it
+    lease_token     bigint,
+    -- how long the circuit breaker has held this delivery back so far: at most
+    -- hooks.breaker_max_cooldown_ms over its life, after which it is sent despite the breaker
+    breaker_held_ms bigint      NOT NULL DEFAULT 0,
+    -- the last failed attempt's result, while the delivery waits to be retried
+    status_code     integer,
+    response_body   text,
+    error_message   text,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- claim: the due rows, oldest first (and leases that ran out: an in-flight row is due when its
+-- lease expires).
+CREATE INDEX queue_due_idx ON hooks.queue (next_attempt_at);
+-- claim: live leases (requests in flight) per webhook (hooks.max_in_flight_per_webhook)
+CREATE INDEX queue_in_flight_idx ON hooks.queue (webhook_id, next_attempt_at) WHERE status = 'in_flight';
+
+CREATE TABLE hooks.outcomes (
+    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    tenant_id       text        NOT NULL,
+    status          text        NOT NULL
+        CONSTRAINT outcomes_status_check CHECK (status IN ('success', 'failed', 'cancelled')),
+    attempt_number  integer     NOT NULL,
+    status_code     integer,
+    response_body   text,
+    error_message   text,
+    lease_token     bigint,
+    breaker_held_ms bigint      NOT NULL DEFAULT 0,
+    delivered_at    timestamptz,
+    -- when it finished
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- retention (hooks.purge): finished deliveries by age
+CREATE INDEX outcomes_updated_idx ON hooks.outcomes (updated_at);
+-- dead letters of a webhook (hooks.redeliver_failed)
+CREATE INDEX outcomes_failed_idx ON hooks.outcomes (webhook_id, updated_at) WHERE status = 'failed';
+
+INSERT INTO hooks.outbox (delivery_id, delivery_uuid, webhook_id, event_id, tenant_id, event_type, created_at)
+SELECT d.delivery_id, d.delivery_uuid, d.webhook_id, d.event_id, d.tenant_id, d.event_type, d.created_at
+  FROM hooks.deliveries d;
+INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, status, attempt_number, next_attempt_at,
+                         lease_owner, status_code, response_body, error_message, updated_at)
+SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.attempt_number, d.next_attempt_at,
+       d.lease_owner, d.status_code, d.response_body, d.error_message, d.updated_at
+  FROM hooks.deliveries d
+ WHERE d.status IN ('pending', 'retrying', 'in_flight');
+INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number, status_code,
+                            response_body, error_message, delivered_at, updated_at)
+SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.attempt_number, d.status_code,
+       d.response_body, d.error_message, d.delivered_at, d.updated_at
+  FROM hooks.deliveries d
+ WHERE d.status IN ('success', 'failed', 'cancelled');
+SELECT setval('hooks.outbox_delivery_id_seq', s.last_value, s.is_called)
+  FROM hooks.deliveries_delivery_id_seq s;
+ALTER TABLE hooks.attempts ADD CONSTRAINT attempts_delivery_id_fkey
+    FOREIGN KEY (delivery_id) REFERENCES hooks.outbox ON DELETE CASCADE;
+-- out of the extension first: that also takes the table and its sequence off the list of
+-- tables pg_dump dumps the rows of (pg_extension_config_dump)
+ALTER EXTENSION beema_hooks DROP SEQUENCE hooks.deliveries_delivery_id_seq;
+ALTER EXTENSION beema_hooks DROP TABLE hooks.deliveries;
+DROP TABLE hooks.deliveries;
+
+-- Every delivery as one row: the contract's hooks.deliveries (DESIGN.md), with the columns
+-- 0.2.0's table had. Reading it filters through to the tables (a status of pending, retrying
+-- or in_flight reads only the queue). Written through the state machine's functions; an
+-- INSERT here (api.sql, hooks._deliveries_insert) queues a delivery or records a finished one.
+CREATE VIEW hooks.deliveries WITH (security_invoker = true) AS
+SELECT o.delivery_id, o.delivery_uuid, o.webhook_id, o.event_id, o.tenant_id, o.event_type,
+       q.status, q.status_code, q.response_body, q.error_message, q.attempt_number,
+       q.next_attempt_at, q.lease_owner, o.created_at, q.updated_at,
+       NULL::timestamptz AS delivered_at, q.lease_token, q.breaker_held_ms
+  FROM hooks.outbox o JOIN hooks.queue q ON q.delivery_id = o.delivery_id
+UNION ALL
+SELECT o.delivery_id, o.delivery_uuid, o.webhook_id, o.event_id, o.tenant_id, o.event_type,
+       f.status, f.status_code, f.response_body, f.error_message, f.attempt_number,
+       f.updated_at, NULL::text, o.created_at, f.updated_at,
+       f.delivered_at, f.lease_token, f.breaker_held_ms
+  FROM hooks.outbox o JOIN hooks.outcomes f ON f.delivery_id = o.delivery_id;
+
+SELECT pg_catalog.pg_extension_config_dump('hooks.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.outbox_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.outcomes', '');
 
 -------------------------------------------------------------------------------------------------
 -- Fenced leases, expired leases counted as attempts, the breaker per probe
@@ -113,6 +237,12 @@ DECLARE
     v_scan      integer;
     v_last_full timestamptz;
     v_ids       bigint[];
+    v_end       bigint[];
+    v_end_action text[];
+    v_end_note  text[];
+    v_wait      bigint[];
+    v_wait_until timestamptz[];
+    v_expired   bigint[];
     v_skipped   bigint;
     v_claimed   integer := 0;
     v_looked_again boolean := false;
@@ -136,9 +266,7 @@ BEGIN
 
     -- A lingering sender's look at an empty queue: one probe of the due index, and it stays
     -- awake (the loop below would find nothing either, at several times the cost).
-    IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.deliveries x
-                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
-                                     AND x.next_attempt_at <= clock_timestamp()) THEN
+    IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.queue x WHERE x.next_attempt_at <= clock_timestamp()) THEN
         PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
         v_quiet := true;
     END IF;
@@ -147,19 +275,7 @@ BEGIN
         EXIT WHEN v_quiet;
         -- not now(): a later look must see rows of transactions that began after this one
         v_now := clock_timestamp();
-        -- The webhooks at the cap (requests in flight: live leases of every sender), whose due
-        -- rows this claim passes over.
-        v_full := '{}';
-        IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.deliveries x  -- at least v_cap in flight at all
-                                  WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
-                                 OFFSET v_cap - 1) THEN
-            SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
-              FROM (SELECT x.webhook_id
-                      FROM hooks.deliveries x
-                     WHERE x.status = 'in_flight' AND x.next_attempt_at > v_now
-                     GROUP BY x.webhook_id
-                    HAVING count(*) >= v_cap) AS b;
-        END IF;
+        v_full := hooks._webhooks_at_cap(v_cap, v_now);
 
         -- Which due rows to look at. Normally all, oldest first. While webhooks are at the cap,
         -- their rows can be most of the due backlog, and reading past all of them on every
@@ -176,37 +292,20 @@ BEGIN
         END IF;
 
         -- Lock the oldest due rows (of webhooks not at the cap).
-        IF v_scan IS NULL THEN
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id
-                  FROM hooks.deliveries d
-                 WHERE d.status IN ('pending', 'retrying', 'in_flight')
-                   AND d.next_attempt_at <= v_now
-                   AND d.webhook_id <> ALL (v_full)
-                 ORDER BY d.next_attempt_at
-                 LIMIT max_rows
-                   FOR UPDATE SKIP LOCKED
-            )
-            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
-        ELSE
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id
-                  FROM hooks.deliveries d
-                 WHERE d.delivery_id = ANY (ARRAY(SELECT x.delivery_id
-                                                    FROM hooks.deliveries x
-                                                   WHERE x.status IN ('pending', 'retrying', 'in_flight')
-                                                     AND x.next_attempt_at <= v_now
-                                                   ORDER BY x.next_attempt_at
-                                                   LIMIT v_scan))
-                   AND d.status IN ('pending', 'retrying', 'in_flight')
-                   AND d.next_attempt_at <= v_now
-                   AND d.webhook_id <> ALL (v_full)
-                 ORDER BY d.next_attempt_at
-                 LIMIT max_rows
-                   FOR UPDATE OF d SKIP LOCKED
-            )
-            SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
-        END IF;
+        WITH due AS (
+            SELECT q.delivery_id, q.webhook_id
+              FROM hooks.queue q
+             WHERE q.next_attempt_at <= v_now
+               AND q.webhook_id <> ALL (v_full)
+               AND (v_scan IS NULL
+                    OR q.delivery_id = ANY (ARRAY(SELECT x.delivery_id FROM hooks.queue x
+                                                   WHERE x.next_attempt_at <= v_now
+                                                   ORDER BY x.next_attempt_at LIMIT v_scan)))
+             ORDER BY q.next_attempt_at
+             LIMIT max_rows
+               FOR UPDATE SKIP LOCKED
+        )
+        SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
 
         -- Take each of their webhooks' claim lock (transaction advisory lock, skipped when
         -- another sender holds it): counting a webhook's requests in flight and claiming more
@@ -215,118 +314,80 @@ BEGIN
           FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
          WHERE v_cap > 0 AND pg_try_advisory_xact_lock(hooks._lock_key('claim')::integer, (h.webhook_id % 2147483647)::integer);
 
-        IF v_cand IS NULL THEN  -- nothing due
-            v_ids := NULL;
-            v_skipped := 0;
-        ELSE
-            WITH due AS (
-                SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.lease_owner, d.attempt_number,
-                       d.next_attempt_at, greatest(v_max_cool - d.breaker_held_ms, 0) AS hold_left_ms
-                  FROM hooks.deliveries d
-                 WHERE d.delivery_id = ANY (v_cand)
-            ), busy AS (
-                -- read after taking the claim locks, so it includes every other claim
-                SELECT x.webhook_id, count(*) AS n
-                  FROM hooks.deliveries x
-                 WHERE v_cap > 0 AND x.webhook_id = ANY (v_mine)
-                   AND x.status = 'in_flight' AND x.next_attempt_at > v_now
-                 GROUP BY x.webhook_id
-            ), plan AS (
-                SELECT due.*, w.enabled, w.disabled_reason, w.timeout_ms, w.paused_until,
-                       coalesce((w.retry_config->>'maxAttempts')::int, 3) AS max_attempts,
-                       least(greatest(w.paused_until, v_now + interval '1 second'),
-                             v_now + due.hold_left_ms * interval '1 millisecond') AS held_until,
-                       CASE
-                           -- an expired lease was an attempt: with none left, the delivery ends
-                           WHEN due.status = 'in_flight'
-                                AND due.attempt_number >= coalesce((w.retry_config->>'maxAttempts')::int, 3)
-                               THEN 'exhaust'
-                           WHEN NOT w.enabled THEN 'cancel'
-                           -- the breaker holds a delivery back for at most one maximum
-                           -- cool-down over its life; after that it goes out like any other
-                           WHEN w.paused_until > v_now AND due.hold_left_ms > 0 THEN 'wait'
-                           -- half-open: one probe, the delivery with the most attempts behind it
-                           WHEN v_threshold > 0 AND w.consecutive_failures >= v_threshold AND due.hold_left_ms > 0
-                                AND coalesce(busy.n, 0)
-                                    + row_number() OVER (PARTITION BY due.webhook_id
-                                                         ORDER BY due.attempt_number DESC, due.next_attempt_at) > 1
-                               THEN 'wait'
-                           -- another sender is claiming this webhook, or it is at the cap: left as
-                           -- it is (unlocked at commit) for a later claim
-                           WHEN v_cap > 0 AND NOT (due.webhook_id = ANY (v_mine)) THEN 'over'
-                           WHEN v_cap > 0
-                                AND coalesce(busy.n, 0)
-                                    + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > v_cap
-                               THEN 'over'
-                           ELSE 'claim'
-                       END AS action
-                  FROM due
-                  JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id AND w.webhook_id = ANY (v_cand_wh)
-                  LEFT JOIN busy ON busy.webhook_id = due.webhook_id
-            ), lost AS (
-                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
-                SELECT plan.delivery_id, plan.webhook_id, plan.tenant_id, plan.attempt_number, plan.lease_owner,
-                       'lease_expired', 'lease expired before the sender reported a result'
-                  FROM plan
-                 WHERE plan.status = 'in_flight' AND plan.action <> 'over'
-            ), skipped AS (
-                UPDATE hooks.deliveries d
-                   SET status = CASE WHEN plan.action = 'cancel' THEN 'cancelled'
-                                     WHEN plan.action = 'exhaust' THEN 'failed'
-                                     WHEN plan.status = 'in_flight' THEN 'retrying'
-                                     ELSE plan.status END,
-                       error_message = CASE WHEN plan.action = 'cancel'
-                                            THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
-                                            WHEN plan.action = 'exhaust'
-                                            THEN format('attempt %s of %s: the sender (%s) never reported a result before its lease expired',
-                                                        plan.attempt_number, plan.max_attempts, plan.lease_owner)
-                                            ELSE d.error_message END,
-                       next_attempt_at = CASE WHEN plan.action IN ('cancel', 'exhaust') THEN d.next_attempt_at
-                                              ELSE plan.held_until END,
-                       breaker_held_ms = d.breaker_held_ms + CASE WHEN plan.action = 'wait'
-                           THEN ceil(extract(epoch FROM plan.held_until - v_now) * 1000)::bigint ELSE 0 END,
-                       lease_owner = NULL,
-                       updated_at = now()
-                  FROM plan
-                 WHERE d.delivery_id = plan.delivery_id AND plan.action IN ('cancel', 'wait', 'exhaust')
-                RETURNING 1
-            ), claimed AS (
-                UPDATE hooks.deliveries d
+        v_ids := NULL;
+        v_skipped := 0;
+        IF v_cand IS NOT NULL THEN
+            -- What to do with each locked row (hooks._claim_plan), then each transition.
+            SELECT array_agg(p.delivery_id) FILTER (WHERE p.action = 'claim'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.action) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.note) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.held_until) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.expired),
+                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait'))
+              INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
+              FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
+
+            -- Leases that ran out were attempts whose sender never reported: logged.
+            INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+            SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
+                   'lease_expired', 'lease expired before the sender reported a result'
+              FROM hooks.queue q
+             WHERE q.delivery_id = ANY (v_expired);
+            -- Disabled webhooks' rows are cancelled; an expired lease that was the last attempt fails.
+            PERFORM hooks._finish(v_end, NULL,
+                                  ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
+                                          FROM unnest(v_end_action) AS a),
+                                  NULL, v_end_note);
+            -- Held back by the breaker: out of the due range until it may go (an expired lease
+            -- becomes retrying).
+            UPDATE hooks.queue q
+               SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
+                   next_attempt_at = w.until,
+                   breaker_held_ms = q.breaker_held_ms + ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint,
+                   lease_owner = NULL,
+                   updated_at = now()
+              FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
+             WHERE q.delivery_id = w.delivery_id;
+            -- Claimed: in flight under a new lease token, the attempt counted.
+            WITH claimed AS (
+                UPDATE hooks.queue q
                    SET status = 'in_flight',
-                       attempt_number = d.attempt_number + 1,
+                       attempt_number = q.attempt_number + 1,
                        lease_owner = v_sender,
                        lease_token = nextval('hooks.lease_tokens'),
-                       next_attempt_at = v_now + greatest(lease, make_interval(secs => plan.timeout_ms / 1000.0 + 10)),
+                       next_attempt_at = v_now + greatest(lease, make_interval(secs => w.timeout_ms / 1000.0 + 10)),
                        updated_at = now()
-                  FROM plan
-                 WHERE d.delivery_id = plan.delivery_id AND plan.action = 'claim'
-                RETURNING d.delivery_id
+                  FROM hooks.webhooks w
+                 WHERE q.delivery_id = ANY (v_ids) AND w.webhook_id = q.webhook_id
+                   AND w.webhook_id = ANY (v_cand_wh)
+                RETURNING q.delivery_id
             )
-            SELECT (SELECT array_agg(claimed.delivery_id) FROM claimed),
-                   (SELECT count(*) FROM skipped)
-              INTO v_ids, v_skipped;
+            SELECT array_agg(claimed.delivery_id) INTO v_ids FROM claimed;
         END IF;
         v_claimed := coalesce(cardinality(v_ids), 0);
 
         IF v_claimed > 0 THEN
             RETURN QUERY
-            SELECT d.delivery_id, d.attempt_number, d.delivery_uuid, d.webhook_id, d.event_type, w.url,
+            SELECT q.delivery_id, q.attempt_number, o.delivery_uuid, q.webhook_id, o.event_type, w.url,
                    w.headers || jsonb_build_object(
                        'Content-Type', 'application/json',
                        'X-Beema-Signature', hooks.sign(e.body, w.secret),
-                       'X-Beema-Event', d.event_type,
-                       'X-Beema-Delivery', d.delivery_uuid::text,
-                       'webhook-id', d.delivery_uuid::text,
+                       'X-Beema-Event', o.event_type,
+                       'X-Beema-Delivery', o.delivery_uuid::text,
+                       'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(d.delivery_uuid::text, v_ts, e.body,
+                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, e.body,
                            CASE WHEN w.previous_secret_expires_at > v_now
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
-                   e.body, w.timeout_ms, d.next_attempt_at, d.lease_token
-              FROM hooks.deliveries d
-              JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id AND w.webhook_id = ANY (v_cand_wh)
-              JOIN hooks.events e ON e.event_id = d.event_id
-             WHERE d.delivery_id = ANY (v_ids)
-             ORDER BY d.delivery_id;
+                   e.body, w.timeout_ms, q.next_attempt_at, q.lease_token
+              FROM hooks.queue q
+              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+              JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
+              JOIN hooks.events e ON e.event_id = o.event_id
+             WHERE q.delivery_id = ANY (v_ids)
+             ORDER BY q.delivery_id;
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
             -- every claim while awake (a session lock counts its holds) rather than dropped and
             -- retaken, so it is never free while this sender is awake; going idle drops all.
@@ -388,7 +449,27 @@ DECLARE
     -- every lease token issued so far: the breaker's fence when it opens now
     v_issued    bigint := coalesce(pg_sequence_last_value('hooks.lease_tokens'), 0);
     v_applied   integer;
+    v_retried   integer;
+    v_webhooks  integer;
     v_freed     boolean;
+    v_id        bigint[];
+    v_webhook   bigint[];
+    v_tenant    text[];
+    v_attempt   integer[];
+    v_code      integer[];
+    v_err       text[];
+    v_body      text[];
+    v_duration  integer[];
+    v_holds     boolean[];
+    v_ok        boolean[];
+    v_after_fence boolean[];
+    v_next      text[];
+    v_delay     bigint[];
+    v_fin       bigint[];
+    v_fin_status text[];
+    v_fin_code  integer[];
+    v_fin_err   text[];
+    v_fin_body  text[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -398,60 +479,102 @@ BEGIN
 
     PERFORM set_config('synchronous_commit', 'off', true);  -- as in hooks.claim
 
+    -- The facts, each against its delivery's current lease (the queue rows locked: a claim
+    -- reclaiming them, or a concurrent result, waits), and the status each leads to.
     WITH r AS (
         SELECT *
           FROM jsonb_to_recordset(results) AS r(delivery_id bigint, attempt_number integer,
                lease_token bigint, status_code integer, error text, response_body text,
                duration_ms integer, retry_after_ms bigint)
+    ), live AS (
+        SELECT q.* FROM hooks.queue q
+         WHERE q.delivery_id IN (SELECT r.delivery_id FROM r)
+           FOR UPDATE
     ), cur AS (
-        SELECT r.*, d.webhook_id, d.tenant_id, w.retry_config, w.enabled,
+        SELECT r.*, o.webhook_id, o.tenant_id, w.retry_config,
                -- claimed after the breaker last opened (or a probe failed): a new request
-               coalesce(d.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
-               hooks._holds_lease(d.status, d.lease_owner, d.attempt_number, d.lease_token,
-                                  v_sender, r.attempt_number, r.lease_token) AS holds,
+               coalesce(live.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
+               coalesce(hooks._holds_lease(live.status, live.lease_owner, live.attempt_number, live.lease_token,
+                                           v_sender, r.attempt_number, r.lease_token), false) AS holds,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
-               CASE WHEN r.status_code BETWEEN 200 AND 299 AND r.error IS NULL THEN NULL
-                    ELSE left(coalesce(r.error, 'HTTP ' || r.status_code, 'unknown error'), 1000)
-               END AS err
+               w.enabled
           FROM r
-          JOIN hooks.deliveries d ON d.delivery_id = r.delivery_id
-          JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
-           FOR UPDATE OF d
-    ), upd AS (
-        UPDATE hooks.deliveries d
-           SET status = CASE
-                   WHEN cur.ok THEN 'success'
-                   WHEN cur.status_code = 410 THEN 'failed'
-                   WHEN cur.attempt_number >= coalesce((cur.retry_config->>'maxAttempts')::int, 3) THEN 'failed'
-                   WHEN NOT cur.enabled THEN 'cancelled'
-                   ELSE 'retrying' END,
-               status_code = cur.status_code,
-               response_body = left(cur.response_body, 1000),
-               error_message = cur.err,
-               next_attempt_at = CASE WHEN cur.ok THEN d.next_attempt_at
-                   ELSE now() + hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
-                                                     cur.retry_after_ms, random())
-                                * interval '1 millisecond' END,
-               delivered_at = CASE WHEN cur.ok THEN now() END,
-               lease_owner = NULL,
-               updated_at = now()
-          FROM cur
-         WHERE d.delivery_id = cur.delivery_id AND cur.holds
-        RETURNING d.delivery_id
-    ), log AS (
-        INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
-                                    status_code, error_message, duration_ms)
-        SELECT cur.delivery_id, cur.webhook_id, cur.tenant_id, cur.attempt_number, v_sender,
-               CASE WHEN NOT cur.holds THEN 'lease_lost' WHEN cur.ok THEN 'success' ELSE 'failure' END,
-               cur.status_code, cur.err, cur.duration_ms
-          FROM cur
-    ), per_webhook AS (
-        SELECT cur.webhook_id, bool_or(cur.ok) AS any_ok, count(*) FILTER (WHERE NOT cur.ok) AS failures,
-               count(*) FILTER (WHERE NOT cur.ok AND cur.after_fence) AS new_failures,
-               bool_or(cur.status_code = 410) AS gone
-          FROM cur
-         WHERE cur.holds
-         GROUP BY cur.webhook_id
+          JOIN hooks.outbox o ON o.delivery_id = r.delivery_id
+          JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
+          LEFT JOIN live ON live.delivery_id = r.delivery_id
+    )
+    SELECT array_agg(cur.delivery_id), array_agg(cur.webhook_id), array_agg(cur.tenant_id),
+           array_agg(cur.attempt_number), array_agg(cur.status_code),
+           array_agg(CASE WHEN cur.ok THEN NULL
+                          ELSE left(coalesce(cur.error, 'HTTP ' || cur.status_code, 'unknown error'), 1000) END),
+           array_agg(left(cur.response_body, 1000)), array_agg(cur.duration_ms),
+           array_agg(cur.holds), array_agg(cur.ok), array_agg(cur.after_fence),
+           array_agg(CASE WHEN cur.holds
+                          THEN hooks._outcome(cur.ok, cur.status_code, cur.attempt_number,
+                                              hooks._max_attempts(cur.retry_config), cur.enabled) END),
+           array_agg(CASE WHEN cur.holds AND NOT cur.ok
+                          THEN hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
+                                                    cur.retry_after_ms, random()) END)
+      INTO v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_body, v_duration, v_holds, v_ok,
+           v_after_fence, v_next, v_delay
+      FROM cur;
+    IF v_id IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- Webhooks at the in-flight cap (whose due rows claims passed over) that these results
+    -- free: counted before the results are applied.
+    SELECT EXISTS (
+        SELECT 1
+          FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook, v_holds) AS a(webhook_id, holds)
+                 WHERE a.holds) AS s
+         WHERE v_cap > 0
+           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
+                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                         AND x.next_attempt_at > now()
+                                       LIMIT v_cap) AS f) >= v_cap)
+      INTO v_freed;
+
+    -- Every result is logged; one that no longer holds its lease as lease_lost.
+    INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
+                                status_code, error_message, duration_ms)
+    SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
+           CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
+           a.status_code, a.err, a.duration_ms
+      FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
+           AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok);
+
+    -- Final: out of the queue.
+    SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
+           array_agg(a.body)
+      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body
+      FROM unnest(v_id, v_next, v_code, v_err, v_body) AS a(delivery_id, next, status_code, err, body)
+     WHERE a.next IN ('success', 'failed', 'cancelled');
+    v_applied := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
+                               coalesce(v_fin_body, '{}'));
+
+    -- Retrying: due again after the backoff (or Retry-After), with this attempt's result.
+    UPDATE hooks.queue q
+       SET status = 'retrying',
+           next_attempt_at = now() + a.delay * interval '1 millisecond',
+           status_code = a.status_code,
+           response_body = a.body,
+           error_message = a.err,
+           lease_owner = NULL,
+           updated_at = now()
+      FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body) AS a(delivery_id, next, delay, status_code, err, body)
+     WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying';
+    GET DIAGNOSTICS v_retried = ROW_COUNT;
+    v_applied := v_applied + v_retried;
+
+    WITH per_webhook AS (
+        SELECT a.webhook_id, bool_or(a.ok) AS any_ok, count(*) FILTER (WHERE NOT a.ok) AS failures,
+               count(*) FILTER (WHERE NOT a.ok AND a.after_fence) AS new_failures,
+               bool_or(a.status_code = 410) AS gone
+          FROM unnest(v_webhook, v_holds, v_ok, v_after_fence, v_code)
+               AS a(webhook_id, holds, ok, after_fence, status_code)
+         WHERE a.holds
+         GROUP BY a.webhook_id
     ), breaker AS (
         -- One update per webhook: a success closes the breaker. Failures count up; reaching the
         -- threshold opens it (paused for hooks.breaker_cooldown_ms); once the pause is over
@@ -503,17 +626,8 @@ BEGIN
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
                 OR w.last_success_at < now() - interval '1 second')
-    ), freed AS (
-        -- webhooks that were at the in-flight cap, whose due rows claims passed over
-        SELECT 1
-          FROM per_webhook s
-         WHERE v_cap > 0
-           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.deliveries x
-                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
-                                         AND x.next_attempt_at > now()
-                                       LIMIT v_cap) AS f) >= v_cap
     )
-    SELECT (SELECT count(*) FROM upd), EXISTS (SELECT 1 FROM freed) INTO v_applied, v_freed;
+    SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
     -- nothing else to do (sent on commit).
     IF v_freed THEN
@@ -542,7 +656,7 @@ BEGIN
         SELECT * FROM jsonb_to_recordset(deliveries) AS r(delivery_id bigint, attempt_number integer,
                                                           lease_token bigint)
     ), upd AS (
-        UPDATE hooks.deliveries d
+        UPDATE hooks.queue d
            SET status = CASE WHEN d.attempt_number > 1 THEN 'retrying' ELSE 'pending' END,
                attempt_number = d.attempt_number - 1,
                next_attempt_at = now(),
@@ -563,7 +677,6 @@ $$;
 -- The wake-up check once per publishing transaction: a trigger on hooks.events (one row per
 -- publish) armed by publish when it queued deliveries, instead of one firing per delivery row
 -------------------------------------------------------------------------------------------------
-DROP TRIGGER deliveries_wake_sender ON hooks.deliveries;
 CREATE OR REPLACE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -625,10 +738,8 @@ BEGIN
         RETURN v_id;
     END IF;
 
-    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
-    SELECT m.webhook_id, v_id, p.tenant_id, p.event_type
-      FROM hooks.match(p.event_type, p.tenant_id) m;
-    IF FOUND THEN
+    IF hooks._enqueue(v_id, p.tenant_id, p.event_type,
+                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m)) > 0 THEN
         -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
@@ -644,7 +755,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     d hooks.deliveries;
 BEGIN
-    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    -- its outbox row locked: a concurrent retry of the same delivery waits
+    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -656,11 +769,8 @@ BEGIN
         RAISE EXCEPTION 'the webhook of delivery % is disabled', delivery_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
     END IF;
-    UPDATE hooks.deliveries x
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           delivered_at = NULL, updated_at = now()
-     WHERE x.delivery_id = d.delivery_id
-    RETURNING * INTO d;
+    PERFORM hooks._requeue(ARRAY[d.delivery_id]);
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
     PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     RETURN d;
 END
@@ -675,8 +785,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     e hooks.events;
     n integer;
+    v_webhooks bigint[];
+    v_again bigint[];
 BEGIN
-    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id;
+    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist', event_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -684,17 +796,21 @@ BEGIN
         RAISE EXCEPTION 'webhook % belongs to another tenant than event %', webhook_id, event_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO hooks.deliveries AS d (webhook_id, event_id, tenant_id, event_type)
-    SELECT w.webhook_id, e.event_id, e.tenant_id, e.event_type
+    SELECT array_agg(w.webhook_id) INTO v_webhooks
       FROM hooks.webhooks w
      WHERE CASE WHEN replay_event.webhook_id IS NULL
                 THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
-                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END
-    ON CONFLICT ON CONSTRAINT deliveries_event_webhook_key DO UPDATE
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           delivered_at = NULL, delivery_uuid = gen_random_uuid(), updated_at = now()
-     WHERE d.status <> 'in_flight';
-    GET DIAGNOSTICS n = ROW_COUNT;
+                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END;
+    -- Webhooks that had a delivery of this event: it starts over with a new uuid (unless in
+    -- flight); the others get a new delivery.
+    SELECT array_agg(o.delivery_id) INTO v_again
+      FROM hooks.outbox o
+     WHERE o.event_id = e.event_id AND o.webhook_id = ANY (v_webhooks);
+    n := hooks._requeue(v_again, true);
+    n := n + hooks._enqueue(e.event_id, e.tenant_id, e.event_type,
+                            ARRAY(SELECT w FROM unnest(v_webhooks) AS w
+                                   WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o
+                                                      WHERE o.event_id = e.event_id AND o.webhook_id = w)));
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -714,11 +830,11 @@ BEGIN
         RAISE EXCEPTION 'webhook % is disabled', webhook_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
     END IF;
-    UPDATE hooks.deliveries d
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           updated_at = now()
-     WHERE d.webhook_id = w.webhook_id AND d.status = 'failed' AND d.created_at >= coalesce(since, '-infinity');
-    GET DIAGNOSTICS n = ROW_COUNT;
+    n := hooks._requeue(ARRAY(SELECT f.delivery_id
+                                FROM hooks.outcomes f
+                                JOIN hooks.outbox o ON o.delivery_id = f.delivery_id
+                               WHERE f.webhook_id = w.webhook_id AND f.status = 'failed'
+                                 AND o.created_at >= coalesce(since, '-infinity')));
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -747,9 +863,8 @@ BEGIN
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
     VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
     RETURNING event_id INTO eid;
-    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
-    VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
-    RETURNING delivery_id INTO did;
+    PERFORM hooks._enqueue(eid, w.tenant_id, p.event_type, ARRAY[w.webhook_id]);
+    SELECT o.delivery_id INTO STRICT did FROM hooks.outbox o WHERE o.event_id = eid;
     PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
@@ -762,3 +877,461 @@ ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 REVOKE EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean) TO hooks_sender;
+
+-------------------------------------------------------------------------------------------------
+-- Storage, continued: the state machine's functions, the view's triggers, the views and the
+-- function that were dropped with the table, and privileges and row-level security of the new
+-- tables.
+-------------------------------------------------------------------------------------------------
+-- The outcome rule: the status a delivery takes after an attempt's result, decided here only.
+-- 2xx (and no transport error) -> success; 410 Gone -> failed (and the webhook is disabled, by
+-- hooks.complete's breaker step); the last attempt (maxAttempts) -> failed; the webhook disabled
+-- meanwhile -> cancelled; otherwise retrying (after hooks.retry_delay_ms).
+CREATE FUNCTION hooks._outcome(ok boolean, status_code integer, attempt_number integer,
+                               max_attempts integer, webhook_enabled boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+               WHEN $1 THEN 'success'
+               WHEN $2 = 410 THEN 'failed'
+               WHEN $3 >= $4 THEN 'failed'
+               WHEN NOT $5 THEN 'cancelled'
+               ELSE 'retrying'
+           END
+$$;
+
+-- A webhook's maxAttempts (retry_config; validated by hooks._check_webhook).
+CREATE FUNCTION hooks._max_attempts(retry_config jsonb) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(($1->>'maxAttempts')::int, 3)
+$$;
+
+-- Queues a new delivery of an event to each of the given webhooks: an hooks.outbox row (what
+-- goes where) and a pending hooks.queue row, due now. Returns how many.
+CREATE FUNCTION hooks._enqueue(event_id bigint, tenant_id text, event_type text, webhook_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    n integer;
+BEGIN
+    WITH o AS (
+        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+        SELECT w, event_id, tenant_id, event_type FROM unnest(webhook_ids) AS w
+        RETURNING outbox.delivery_id, outbox.webhook_id
+    )
+    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
+    SELECT o.delivery_id, o.webhook_id, tenant_id FROM o;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Ends live deliveries: each leaves hooks.queue for hooks.outcomes with its final status
+-- (success, failed or cancelled), result and error. `status` (one for all) is used where
+-- `statuses` is NULL; a NULL array of status codes or of response bodies keeps the last
+-- failed attempt's (a cancel, or a lease that ran out). Only rows still in the queue move
+-- (the caller holds their locks or takes them here). Returns how many ended.
+CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
+                              errors text[], response_bodies text[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF cardinality(ids) IS NULL OR cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH f AS (
+        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies)
+                 AS f(delivery_id, status, status_code, error_message, response_body)
+    ), gone AS (
+        DELETE FROM hooks.queue q USING f
+         WHERE q.delivery_id = f.delivery_id
+        RETURNING q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_token,
+                  q.breaker_held_ms, coalesce(f.status, _finish.status) AS status,
+                  CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
+                  CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
+                  f.error_message
+    )
+    INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                status_code, response_body, error_message, lease_token,
+                                breaker_held_ms, delivered_at)
+    SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
+           g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
+           CASE WHEN g.status = 'success' THEN now() END
+      FROM gone g;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Queues finished or waiting deliveries again from the start: pending, due now, attempt 0,
+-- no error. A finished one moves back from hooks.outcomes into hooks.queue; one in the queue
+-- that is not in flight starts over; one in flight is left alone. `new_uuids` gives each a new
+-- delivery_uuid (a replay: receivers dedup on it). Returns how many were queued.
+CREATE FUNCTION hooks._requeue(ids bigint[], new_uuids boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    m integer;
+BEGIN
+    UPDATE hooks.queue q
+       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), lease_owner = NULL,
+           status_code = NULL, response_body = NULL, error_message = NULL, breaker_held_ms = 0,
+           updated_at = now()
+     WHERE q.delivery_id = ANY (ids) AND q.status IN ('pending', 'retrying');
+    GET DIAGNOSTICS m = ROW_COUNT;
+    WITH back AS (
+        DELETE FROM hooks.outcomes f WHERE f.delivery_id = ANY (ids)
+        RETURNING f.delivery_id, f.webhook_id, f.tenant_id, f.lease_token
+    )
+    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, lease_token)
+    SELECT b.delivery_id, b.webhook_id, b.tenant_id, b.lease_token FROM back b;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF new_uuids THEN
+        UPDATE hooks.outbox o SET delivery_uuid = gen_random_uuid()
+         WHERE o.delivery_id = ANY (ids)
+           AND EXISTS (SELECT 1 FROM hooks.queue q WHERE q.delivery_id = o.delivery_id AND q.status = 'pending');
+    END IF;
+    RETURN n + m;
+END
+$$;
+
+-- An INSERT into the view hooks.deliveries (a DBA's or an old script's): the delivery goes into
+-- hooks.outbox, and into hooks.queue when its status is live (pending by default) or
+-- hooks.outcomes when it is final.
+CREATE FUNCTION hooks._deliveries_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hooks.outbox (delivery_id, delivery_uuid, webhook_id, event_id, tenant_id, event_type, created_at)
+    VALUES (coalesce(NEW.delivery_id, nextval(pg_get_serial_sequence('hooks.outbox', 'delivery_id'))),
+            coalesce(NEW.delivery_uuid, gen_random_uuid()), NEW.webhook_id, NEW.event_id,
+            NEW.tenant_id, NEW.event_type, coalesce(NEW.created_at, now()))
+    RETURNING delivery_id, delivery_uuid, created_at INTO NEW.delivery_id, NEW.delivery_uuid, NEW.created_at;
+    NEW.status := coalesce(NEW.status, 'pending');
+    NEW.attempt_number := coalesce(NEW.attempt_number, 0);
+    NEW.updated_at := coalesce(NEW.updated_at, now());
+    NEW.breaker_held_ms := coalesce(NEW.breaker_held_ms, 0);
+    IF NEW.status IN ('success', 'failed', 'cancelled') THEN
+        INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                    status_code, response_body, error_message, lease_token,
+                                    breaker_held_ms, delivered_at, updated_at)
+        VALUES (NEW.delivery_id, NEW.webhook_id, NEW.tenant_id, NEW.status, NEW.attempt_number,
+                NEW.status_code, NEW.response_body, NEW.error_message, NEW.lease_token,
+                NEW.breaker_held_ms, NEW.delivered_at, NEW.updated_at);
+    ELSE
+        NEW.next_attempt_at := coalesce(NEW.next_attempt_at, now());
+        INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                 next_attempt_at, lease_owner, lease_token, breaker_held_ms,
+                                 status_code, response_body, error_message, updated_at)
+        VALUES (NEW.delivery_id, NEW.webhook_id, NEW.tenant_id, NEW.status, NEW.attempt_number,
+                NEW.next_attempt_at, NEW.lease_owner, NEW.lease_token, NEW.breaker_held_ms,
+                NEW.status_code, NEW.response_body, NEW.error_message, NEW.updated_at);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- An UPDATE of the view hooks.deliveries: the row ends up with exactly the values set, as in a
+-- table; a status that crosses between live and final moves the delivery through the state
+-- machine (hooks._finish, hooks._requeue) first. Its id, webhook, event and tenant are fixed.
+CREATE FUNCTION hooks._deliveries_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_live constant text[] := ARRAY['pending', 'retrying', 'in_flight'];
+BEGIN
+    IF (NEW.delivery_id, NEW.webhook_id, NEW.event_id, NEW.tenant_id)
+       IS DISTINCT FROM (OLD.delivery_id, OLD.webhook_id, OLD.event_id, OLD.tenant_id) THEN
+        RAISE EXCEPTION 'the delivery_id, webhook_id, event_id and tenant_id of a delivery cannot change'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Replay the event to another webhook with hooks.replay_event.';
+    END IF;
+    IF (NEW.delivery_uuid, NEW.event_type, NEW.created_at) IS DISTINCT FROM (OLD.delivery_uuid, OLD.event_type, OLD.created_at) THEN
+        UPDATE hooks.outbox o
+           SET delivery_uuid = NEW.delivery_uuid, event_type = NEW.event_type, created_at = NEW.created_at
+         WHERE o.delivery_id = OLD.delivery_id;
+    END IF;
+    IF OLD.status = ANY (v_live) AND NOT (NEW.status = ANY (v_live)) THEN
+        PERFORM hooks._finish(ARRAY[OLD.delivery_id], NEW.status, NULL, NULL, NULL);
+    ELSIF NOT (OLD.status = ANY (v_live)) AND NEW.status = ANY (v_live) THEN
+        PERFORM hooks._requeue(ARRAY[OLD.delivery_id]);
+    END IF;
+    IF NEW.status = ANY (v_live) THEN
+        UPDATE hooks.queue q
+           SET status = NEW.status, attempt_number = NEW.attempt_number,
+               next_attempt_at = NEW.next_attempt_at, lease_owner = NEW.lease_owner,
+               lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
+               status_code = NEW.status_code, response_body = NEW.response_body,
+               error_message = NEW.error_message, updated_at = NEW.updated_at
+         WHERE q.delivery_id = OLD.delivery_id;
+    ELSE
+        UPDATE hooks.outcomes f
+           SET status = NEW.status, attempt_number = NEW.attempt_number,
+               lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
+               status_code = NEW.status_code, response_body = NEW.response_body,
+               error_message = NEW.error_message, delivered_at = NEW.delivered_at,
+               updated_at = NEW.updated_at
+         WHERE f.delivery_id = OLD.delivery_id;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- A DELETE from the view hooks.deliveries deletes the delivery with its attempts.
+CREATE FUNCTION hooks._deliveries_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM hooks.outbox o WHERE o.delivery_id = OLD.delivery_id;
+    RETURN OLD;
+END
+$$;
+
+
+-- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
+-- every sender at `at`. Empty when there is no cap, or fewer leases than that in all.
+CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
+LANGUAGE plpgsql STABLE SET enable_seqscan = off SET jit = off AS $$
+DECLARE
+    v_full bigint[] := '{}';
+BEGIN
+    IF cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue x  -- at least cap in flight at all
+                            WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                           OFFSET cap - 1) THEN
+        SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
+          FROM (SELECT x.webhook_id
+                  FROM hooks.queue x
+                 WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                 GROUP BY x.webhook_id
+                HAVING count(*) >= cap) AS b;
+    END IF;
+    RETURN v_full;
+END
+$$;
+
+-- What hooks.claim does with each due row it locked (`ids`, of webhooks `webhook_ids`; `mine`:
+-- the webhooks whose claim lock it holds), one action each:
+--   'exhaust'  its lease expired and that was the last attempt: it ends failed (`note` says why)
+--   'cancel'   its webhook is disabled: it ends cancelled
+--   'wait'     the breaker holds it back (paused, or half-open with its one probe out) until
+--              `held_until`; at most one maximum cool-down (max_cool ms) over a delivery's life
+--   'over'     another sender is claiming its webhook, or the webhook is at the cap: left as it
+--              is (unlocked at commit) for a later claim
+--   'claim'    sent now
+-- `expired`: its lease ran out (an attempt whose sender never reported).
+CREATE FUNCTION hooks._claim_plan(ids bigint[], webhook_ids bigint[], mine bigint[], cap integer,
+                                  threshold integer, max_cool bigint, at timestamptz)
+RETURNS TABLE (delivery_id bigint, action text, held_until timestamptz, expired boolean, note text)
+LANGUAGE sql STABLE AS $$
+    WITH due AS (
+        SELECT q.delivery_id, q.webhook_id, q.status, q.lease_owner, q.attempt_number,
+               q.next_attempt_at, greatest(max_cool - q.breaker_held_ms, 0) AS hold_left_ms
+          FROM hooks.queue q
+         WHERE q.delivery_id = ANY (ids)
+    ), busy AS (
+        -- read after taking the claim locks, so it includes every other claim
+        SELECT x.webhook_id, count(*) AS n
+          FROM hooks.queue x
+         WHERE cap > 0 AND x.webhook_id = ANY (mine)
+           AND x.status = 'in_flight' AND x.next_attempt_at > at
+         GROUP BY x.webhook_id
+    ), plan AS (
+        SELECT due.*, w.enabled, w.disabled_reason, hooks._max_attempts(w.retry_config) AS max_attempts,
+               least(greatest(w.paused_until, at + interval '1 second'),
+                     at + due.hold_left_ms * interval '1 millisecond') AS held_until,
+               CASE
+                   WHEN due.status = 'in_flight' AND due.attempt_number >= hooks._max_attempts(w.retry_config)
+                       THEN 'exhaust'
+                   WHEN NOT w.enabled THEN 'cancel'
+                   WHEN w.paused_until > at AND due.hold_left_ms > 0 THEN 'wait'
+                   -- half-open: one probe, the delivery with the most attempts behind it
+                   WHEN threshold > 0 AND w.consecutive_failures >= threshold AND due.hold_left_ms > 0
+                        AND coalesce(busy.n, 0)
+                            + row_number() OVER (PARTITION BY due.webhook_id
+                                                 ORDER BY due.attempt_number DESC, due.next_attempt_at) > 1
+                       THEN 'wait'
+                   WHEN cap > 0 AND NOT (due.webhook_id = ANY (mine)) THEN 'over'
+                   WHEN cap > 0
+                        AND coalesce(busy.n, 0)
+                            + row_number() OVER (PARTITION BY due.webhook_id ORDER BY due.next_attempt_at) > cap
+                       THEN 'over'
+                   ELSE 'claim'
+               END AS action
+          FROM due
+          JOIN hooks.webhooks w ON w.webhook_id = due.webhook_id AND w.webhook_id = ANY (webhook_ids)
+          LEFT JOIN busy ON busy.webhook_id = due.webhook_id
+    )
+    SELECT plan.delivery_id, plan.action, plan.held_until,
+           plan.status = 'in_flight' AND plan.action <> 'over',
+           CASE plan.action
+               WHEN 'cancel' THEN 'webhook disabled' || coalesce(': ' || plan.disabled_reason, '')
+               WHEN 'exhaust' THEN format('attempt %s of %s: the sender (%s) never reported a result before its lease expired',
+                                          plan.attempt_number, plan.max_attempts, plan.lease_owner)
+           END
+      FROM plan
+$$;
+
+-- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
+CREATE OR REPLACE FUNCTION hooks._webhook_after_disable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    SELECT array_agg(q.delivery_id) INTO v_ids
+      FROM hooks.queue q
+     WHERE q.webhook_id = NEW.webhook_id AND q.status IN ('pending', 'retrying');
+    IF v_ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM hooks._finish(v_ids, 'cancelled', NULL, NULL,
+                          array_fill('webhook disabled' || coalesce(': ' || NEW.disabled_reason, ''),
+                                     ARRAY[cardinality(v_ids)]));
+    RETURN NULL;
+END
+$$;
+
+-- The queue at a glance, for monitoring with nothing but SQL. Reads only hooks.queue (the live
+-- deliveries), so it stays cheap whatever the size of the history.
+CREATE OR REPLACE FUNCTION hooks.metrics()
+RETURNS TABLE (pending bigint, retrying bigint, in_flight bigint, due_now bigint,
+               oldest_due_age_seconds double precision, paused_webhooks bigint,
+               disabled_webhooks bigint, awake_senders bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT count(*) FILTER (WHERE d.status = 'pending'),
+           count(*) FILTER (WHERE d.status = 'retrying'),
+           count(*) FILTER (WHERE d.status = 'in_flight'),
+           count(*) FILTER (WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now()),
+           coalesce(extract(epoch FROM now() - min(d.next_attempt_at)
+                    FILTER (WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now())), 0)::float8,
+           (SELECT count(*) FROM hooks.webhooks w WHERE w.enabled AND w.paused_until > now()),
+           (SELECT count(*) FROM hooks.webhooks w WHERE NOT w.enabled),
+           (SELECT count(*) FROM hooks.senders s WHERE s.awake AND s.seen_at > now() - interval '1 minute')
+      FROM hooks.queue d
+$$;
+
+
+
+-- Deletes finished deliveries (success, failed, cancelled) last changed more than `older_than`
+-- ago, with their attempts, then events older than that with no delivery left. Works in
+-- batches of `batch_size` rows taken with SKIP LOCKED, so it never waits on, or holds up,
+-- publish and claim. With `commit_each_batch` (the default) it commits after every batch, so no
+-- lock or snapshot is held for long; that needs CALL outside a transaction block (2D000
+-- otherwise), like VACUUM. Returns the rows deleted in `deleted`.
+--   CALL hooks.purge('30 days');
+CREATE OR REPLACE PROCEDURE hooks.purge(older_than interval DEFAULT '30 days', batch_size integer DEFAULT 5000,
+                             commit_each_batch boolean DEFAULT true, INOUT deleted bigint DEFAULT 0)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cutoff timestamptz;
+    n        integer;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 OR batch_size > 1000000 THEN
+        RAISE EXCEPTION 'batch_size must be between 1 and 1000000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_cutoff := now() - older_than;
+    deleted := 0;
+    LOOP
+        WITH victims AS (
+            SELECT f.delivery_id FROM hooks.outcomes f
+             WHERE f.updated_at < v_cutoff
+             ORDER BY f.updated_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM hooks.outbox o USING victims v WHERE o.delivery_id = v.delivery_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+        EXIT WHEN n < batch_size;
+        IF commit_each_batch THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+    LOOP
+        WITH victims AS (
+            SELECT e.event_id FROM hooks.events e
+             WHERE e.created_at < v_cutoff
+               AND NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.event_id = e.event_id)
+             ORDER BY e.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM hooks.events e USING victims v WHERE e.event_id = v.event_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+        EXIT WHEN n < batch_size;
+        IF commit_each_batch THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+CREATE TRIGGER deliveries_insert
+    INSTEAD OF INSERT ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_insert();
+CREATE TRIGGER deliveries_update
+    INSTEAD OF UPDATE ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_update();
+CREATE TRIGGER deliveries_delete
+    INSTEAD OF DELETE ON hooks.deliveries
+    FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_delete();
+
+-- Every delivery with its webhook and event: what was sent where, and how it went.
+CREATE VIEW hooks.delivery_log AS
+SELECT d.delivery_id,
+       d.delivery_uuid,
+       d.tenant_id,
+       w.webhook_name,
+       w.url,
+       d.event_type,
+       e.event_key,
+       d.status,
+       d.attempt_number AS attempts,
+       d.status_code,
+       d.error_message,
+       d.created_at,
+       d.updated_at,
+       d.delivered_at,
+       CASE WHEN d.status IN ('pending', 'retrying') THEN d.next_attempt_at END AS next_attempt_at,
+       d.webhook_id,
+       d.event_id
+  FROM hooks.deliveries d
+  JOIN hooks.webhooks w ON w.webhook_id = d.webhook_id
+  JOIN hooks.events e ON e.event_id = d.event_id;
+
+-- Final failures: the dead letters. Replay one with hooks.retry_delivery(delivery_id), or all of
+-- a webhook's since a time with hooks.redeliver_failed(webhook_id, since).
+CREATE VIEW hooks.dead_letters AS
+SELECT l.delivery_id, l.delivery_uuid, l.tenant_id, l.webhook_name, l.url, l.event_type,
+       l.event_key, l.attempts, l.status_code, l.error_message, l.created_at,
+       l.updated_at AS failed_at, l.webhook_id, l.event_id
+  FROM hooks.delivery_log l
+ WHERE l.status = 'failed';
+
+REVOKE EXECUTE ON FUNCTION hooks.retry_delivery(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.retry_delivery(bigint) TO hooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.outbox, hooks.queue, hooks.outcomes TO hooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
+GRANT SELECT ON hooks.delivery_log, hooks.dead_letters TO hooks_admin;
+GRANT USAGE ON SEQUENCE hooks.outbox_delivery_id_seq TO hooks_admin;
+ALTER VIEW hooks.delivery_log SET (security_invoker = true);
+ALTER VIEW hooks.dead_letters SET (security_invoker = true);
+ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON hooks.outbox
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY tenant_isolation ON hooks.queue
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY tenant_isolation ON hooks.outcomes
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY admin_all_tenants ON hooks.outbox TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);

@@ -68,8 +68,8 @@ SELECT w.webhook_id,
        WHERE at.webhook_id = w.webhook_id AND at.created_at > now() - interval '24 hours'
   ) a ON true;
 
--- The queue at a glance, for monitoring with nothing but SQL. Reads only the active part of
--- the outbox (the due index), so it stays cheap whatever the size of the history.
+-- The queue at a glance, for monitoring with nothing but SQL. Reads only hooks.queue (the live
+-- deliveries), so it stays cheap whatever the size of the history.
 CREATE FUNCTION hooks.metrics()
 RETURNS TABLE (pending bigint, retrying bigint, in_flight bigint, due_now bigint,
                oldest_due_age_seconds double precision, paused_webhooks bigint,
@@ -84,8 +84,7 @@ LANGUAGE sql STABLE AS $$
            (SELECT count(*) FROM hooks.webhooks w WHERE w.enabled AND w.paused_until > now()),
            (SELECT count(*) FROM hooks.webhooks w WHERE NOT w.enabled),
            (SELECT count(*) FROM hooks.senders s WHERE s.awake AND s.seen_at > now() - interval '1 minute')
-      FROM hooks.deliveries d
-     WHERE d.status IN ('pending', 'retrying', 'in_flight')
+      FROM hooks.queue d
 $$;
 
 -------------------------------------------------------------------------------------------------
@@ -223,7 +222,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     d hooks.deliveries;
 BEGIN
-    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    -- its outbox row locked: a concurrent retry of the same delivery waits
+    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -235,11 +236,8 @@ BEGIN
         RAISE EXCEPTION 'the webhook of delivery % is disabled', delivery_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
     END IF;
-    UPDATE hooks.deliveries x
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           delivered_at = NULL, updated_at = now()
-     WHERE x.delivery_id = d.delivery_id
-    RETURNING * INTO d;
+    PERFORM hooks._requeue(ARRAY[d.delivery_id]);
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
     PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     RETURN d;
 END
@@ -254,8 +252,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     e hooks.events;
     n integer;
+    v_webhooks bigint[];
+    v_again bigint[];
 BEGIN
-    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id;
+    SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'event % does not exist', event_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -263,17 +263,21 @@ BEGIN
         RAISE EXCEPTION 'webhook % belongs to another tenant than event %', webhook_id, event_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO hooks.deliveries AS d (webhook_id, event_id, tenant_id, event_type)
-    SELECT w.webhook_id, e.event_id, e.tenant_id, e.event_type
+    SELECT array_agg(w.webhook_id) INTO v_webhooks
       FROM hooks.webhooks w
      WHERE CASE WHEN replay_event.webhook_id IS NULL
                 THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
-                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END
-    ON CONFLICT ON CONSTRAINT deliveries_event_webhook_key DO UPDATE
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           delivered_at = NULL, delivery_uuid = gen_random_uuid(), updated_at = now()
-     WHERE d.status <> 'in_flight';
-    GET DIAGNOSTICS n = ROW_COUNT;
+                ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END;
+    -- Webhooks that had a delivery of this event: it starts over with a new uuid (unless in
+    -- flight); the others get a new delivery.
+    SELECT array_agg(o.delivery_id) INTO v_again
+      FROM hooks.outbox o
+     WHERE o.event_id = e.event_id AND o.webhook_id = ANY (v_webhooks);
+    n := hooks._requeue(v_again, true);
+    n := n + hooks._enqueue(e.event_id, e.tenant_id, e.event_type,
+                            ARRAY(SELECT w FROM unnest(v_webhooks) AS w
+                                   WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o
+                                                      WHERE o.event_id = e.event_id AND o.webhook_id = w)));
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -293,11 +297,11 @@ BEGIN
         RAISE EXCEPTION 'webhook % is disabled', webhook_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
     END IF;
-    UPDATE hooks.deliveries d
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), error_message = NULL,
-           updated_at = now()
-     WHERE d.webhook_id = w.webhook_id AND d.status = 'failed' AND d.created_at >= coalesce(since, '-infinity');
-    GET DIAGNOSTICS n = ROW_COUNT;
+    n := hooks._requeue(ARRAY(SELECT f.delivery_id
+                                FROM hooks.outcomes f
+                                JOIN hooks.outbox o ON o.delivery_id = f.delivery_id
+                               WHERE f.webhook_id = w.webhook_id AND f.status = 'failed'
+                                 AND o.created_at >= coalesce(since, '-infinity')));
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -326,9 +330,8 @@ BEGIN
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
     VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
     RETURNING event_id INTO eid;
-    INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
-    VALUES (w.webhook_id, eid, w.tenant_id, p.event_type)
-    RETURNING delivery_id INTO did;
+    PERFORM hooks._enqueue(eid, w.tenant_id, p.event_type, ARRAY[w.webhook_id]);
+    SELECT o.delivery_id INTO STRICT did FROM hooks.outbox o WHERE o.event_id = eid;
     PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
@@ -362,13 +365,13 @@ BEGIN
     deleted := 0;
     LOOP
         WITH victims AS (
-            SELECT d.delivery_id FROM hooks.deliveries d
-             WHERE d.status IN ('success', 'failed', 'cancelled') AND d.updated_at < v_cutoff
-             ORDER BY d.updated_at
+            SELECT f.delivery_id FROM hooks.outcomes f
+             WHERE f.updated_at < v_cutoff
+             ORDER BY f.updated_at
              LIMIT batch_size
                FOR UPDATE SKIP LOCKED
         )
-        DELETE FROM hooks.deliveries d USING victims v WHERE d.delivery_id = v.delivery_id;
+        DELETE FROM hooks.outbox o USING victims v WHERE o.delivery_id = v.delivery_id;
         GET DIAGNOSTICS n = ROW_COUNT;
         deleted := deleted + n;
         EXIT WHEN n < batch_size;
@@ -380,7 +383,7 @@ BEGIN
         WITH victims AS (
             SELECT e.event_id FROM hooks.events e
              WHERE e.created_at < v_cutoff
-               AND NOT EXISTS (SELECT 1 FROM hooks.deliveries d WHERE d.event_id = e.event_id)
+               AND NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.event_id = e.event_id)
              ORDER BY e.created_at
              LIMIT batch_size
                FOR UPDATE SKIP LOCKED

@@ -1,4 +1,4 @@
--- beema_hooks schema: webhooks, events, deliveries (the outbox), attempts, senders.
+-- beema_hooks schema: webhooks, events, deliveries (outbox, queue, outcomes), attempts, senders.
 -- Runs first in the install script (before the Rust functions); api.sql runs last.
 
 -- Registered webhooks (the seeds' sys_webhooks). Validated by hooks._webhook_before_write().
@@ -63,56 +63,108 @@ CREATE TABLE hooks.events (
 );
 CREATE INDEX events_created_idx ON hooks.events (created_at);
 
--- The outbox: one row per (event, matching webhook) (the seeds' sys_webhook_deliveries).
-CREATE TABLE hooks.deliveries (
+-- Deliveries are kept in three tables by what happens to them (README, "Storage"), and read
+-- through the view hooks.deliveries, which puts them together:
+--   hooks.outbox    what goes where: one row per (event, matching webhook), written once by
+--                   publish and never updated in the delivery path;
+--   hooks.queue     the live work: a narrow row per delivery still to send (pending, retrying,
+--                   in flight) with its due time and lease; claim and complete write only here;
+--   hooks.outcomes  how each finished delivery ended (success, failed, cancelled): inserted
+--                   once when the delivery leaves the queue.
+-- A delivery is in exactly one of queue and outcomes. Its status moves only through the state
+-- machine in api.sql ("The delivery state machine").
+
+CREATE TABLE hooks.outbox (
     delivery_id     bigserial   PRIMARY KEY,
+    -- sent as X-Beema-Delivery and webhook-id; stable across retries, new on a replay
     delivery_uuid   uuid        NOT NULL DEFAULT gen_random_uuid(),
     webhook_id      bigint      NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
     event_id        bigint      NOT NULL REFERENCES hooks.events ON DELETE CASCADE,
     tenant_id       text        NOT NULL,
     event_type      text        NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
+);
+CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
+CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);
+
+-- The live statuses and the final ones, each written once: the CHECKs below name them.
+CREATE TABLE hooks.queue (
+    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    tenant_id       text        NOT NULL,
     status          text        NOT NULL DEFAULT 'pending'
-        CONSTRAINT deliveries_status_check
-        CHECK (status IN ('pending', 'in_flight', 'retrying', 'success', 'failed', 'cancelled')),
-    status_code     integer,
-    response_body   text,
-    error_message   text,
+        CONSTRAINT queue_status_check CHECK (status IN ('pending', 'retrying', 'in_flight')),
     -- attempts started so far; the claim of attempt n sets it to n
     attempt_number  integer     NOT NULL DEFAULT 0,
     -- pending/retrying: when it is due; in_flight: when its lease expires
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     lease_owner     text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now(),
-    delivered_at    timestamptz,
     -- the fence of the current (or last) lease: issued by hooks.claim from hooks.lease_tokens,
     -- unique for all time; complete and release apply only while the delivery still holds it
     lease_token     bigint,
     -- how long the circuit breaker has held this delivery back so far: at most
     -- hooks.breaker_max_cooldown_ms over its life, after which it is sent despite the breaker
     breaker_held_ms bigint      NOT NULL DEFAULT 0,
-    CONSTRAINT deliveries_event_webhook_key UNIQUE (event_id, webhook_id)
+    -- the last failed attempt's result, while the delivery waits to be retried
+    status_code     integer,
+    response_body   text,
+    error_message   text,
+    updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- Lease tokens (hooks.deliveries.lease_token): one per claim, never reused.
-CREATE SEQUENCE hooks.lease_tokens;
-
--- claim: the due rows, oldest first, one index whatever the size of the finished history.
-CREATE INDEX deliveries_due_idx ON hooks.deliveries (next_attempt_at)
-    WHERE status IN ('pending', 'retrying', 'in_flight');
-CREATE INDEX deliveries_webhook_idx ON hooks.deliveries (webhook_id, created_at);
+-- claim: the due rows, oldest first (and leases that ran out: an in-flight row is due when its
+-- lease expires).
+CREATE INDEX queue_due_idx ON hooks.queue (next_attempt_at);
 -- claim: live leases (requests in flight) per webhook (hooks.max_in_flight_per_webhook)
-CREATE INDEX deliveries_in_flight_idx ON hooks.deliveries (webhook_id, next_attempt_at) WHERE status = 'in_flight';
--- retention (hooks.purge): finished rows by age
-CREATE INDEX deliveries_finished_idx ON hooks.deliveries (updated_at)
-    WHERE status IN ('success', 'failed', 'cancelled');
-CREATE UNIQUE INDEX deliveries_uuid_idx ON hooks.deliveries (delivery_uuid);
+CREATE INDEX queue_in_flight_idx ON hooks.queue (webhook_id, next_attempt_at) WHERE status = 'in_flight';
+
+CREATE TABLE hooks.outcomes (
+    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    tenant_id       text        NOT NULL,
+    status          text        NOT NULL
+        CONSTRAINT outcomes_status_check CHECK (status IN ('success', 'failed', 'cancelled')),
+    attempt_number  integer     NOT NULL,
+    status_code     integer,
+    response_body   text,
+    error_message   text,
+    lease_token     bigint,
+    breaker_held_ms bigint      NOT NULL DEFAULT 0,
+    delivered_at    timestamptz,
+    -- when it finished
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- retention (hooks.purge): finished deliveries by age
+CREATE INDEX outcomes_updated_idx ON hooks.outcomes (updated_at);
+-- dead letters of a webhook (hooks.redeliver_failed)
+CREATE INDEX outcomes_failed_idx ON hooks.outcomes (webhook_id, updated_at) WHERE status = 'failed';
+
+-- Every delivery as one row: the contract's hooks.deliveries (DESIGN.md), with the columns
+-- 0.2.0's table had. Reading it filters through to the tables (a status of pending, retrying
+-- or in_flight reads only the queue). Written through the state machine's functions; an
+-- INSERT here (api.sql, hooks._deliveries_insert) queues a delivery or records a finished one.
+CREATE VIEW hooks.deliveries WITH (security_invoker = true) AS
+SELECT o.delivery_id, o.delivery_uuid, o.webhook_id, o.event_id, o.tenant_id, o.event_type,
+       q.status, q.status_code, q.response_body, q.error_message, q.attempt_number,
+       q.next_attempt_at, q.lease_owner, o.created_at, q.updated_at,
+       NULL::timestamptz AS delivered_at, q.lease_token, q.breaker_held_ms
+  FROM hooks.outbox o JOIN hooks.queue q ON q.delivery_id = o.delivery_id
+UNION ALL
+SELECT o.delivery_id, o.delivery_uuid, o.webhook_id, o.event_id, o.tenant_id, o.event_type,
+       f.status, f.status_code, f.response_body, f.error_message, f.attempt_number,
+       f.updated_at, NULL::text, o.created_at, f.updated_at,
+       f.delivered_at, f.lease_token, f.breaker_held_ms
+  FROM hooks.outbox o JOIN hooks.outcomes f ON f.delivery_id = o.delivery_id;
+
+-- Lease tokens (hooks.queue.lease_token): one per claim, never reused.
+CREATE SEQUENCE hooks.lease_tokens;
 
 -- One row per HTTP attempt, written by hooks.complete() (and by hooks.claim() for attempts
 -- whose sender vanished before reporting).
 CREATE TABLE hooks.attempts (
     attempt_id      bigserial   PRIMARY KEY,
-    delivery_id     bigint      NOT NULL REFERENCES hooks.deliveries ON DELETE CASCADE,
+    delivery_id     bigint      NOT NULL REFERENCES hooks.outbox ON DELETE CASCADE,
     webhook_id      bigint      NOT NULL,
     tenant_id       text        NOT NULL,
     attempt_number  integer     NOT NULL,
@@ -145,8 +197,10 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.webhooks_webhook_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.events', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.events_event_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries', '');
-SELECT pg_catalog.pg_extension_config_dump('hooks.deliveries_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.outbox_delivery_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.queue', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.outcomes', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');

@@ -7,7 +7,8 @@
 --   hooks_admin      may read and manage everything, within the tenant named by the session
 --                    setting hooks.tenant_id when it is set
 --
--- Every other role sees, in webhooks, events, deliveries and attempts, only the rows of the
+-- Every other role sees, in webhooks, events, deliveries (outbox, queue, outcomes) and
+-- attempts, only the rows of the
 -- tenant in `hooks.tenant_id` (none when it is unset), given table privileges at all.
 
 DO $$
@@ -56,8 +57,9 @@ GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jso
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     TO hooks_admin;
 GRANT EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) TO hooks_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.deliveries,
-    hooks.attempts, hooks.senders TO hooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outbox, hooks.queue,
+    hooks.outcomes, hooks.attempts, hooks.senders TO hooks_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA hooks TO hooks_admin;
 
@@ -70,14 +72,20 @@ ALTER VIEW hooks.webhook_health SET (security_invoker = true);
 -- the session's tenant, or to hooks_admin when the session names no tenant.
 ALTER TABLE hooks.webhooks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE hooks.deliveries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.attempts ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON hooks.webhooks
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 CREATE POLICY tenant_isolation ON hooks.events
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.deliveries
+CREATE POLICY tenant_isolation ON hooks.outbox
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY tenant_isolation ON hooks.queue
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY tenant_isolation ON hooks.outcomes
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 CREATE POLICY tenant_isolation ON hooks.attempts
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
@@ -86,7 +94,11 @@ CREATE POLICY admin_all_tenants ON hooks.webhooks TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 CREATE POLICY admin_all_tenants ON hooks.events TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.deliveries TO hooks_admin
+CREATE POLICY admin_all_tenants ON hooks.outbox TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 CREATE POLICY admin_all_tenants ON hooks.attempts TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);

@@ -334,23 +334,36 @@ async fn fixture(db: &Client, tenants: i32, per: i32, url: &str) -> Res<i64> {
     Ok(base)
 }
 
-/// Plain tables of the same shape as hooks.events and hooks.deliveries (columns, defaults,
-/// checks, keys, indexes, foreign keys; own sequences), without the extension's trigger.
-async fn raw_tables(db: &Client) -> Res<()> {
-    db.batch_execute(
+/// Plain tables of the same shape as hooks.events and the delivery tables (columns, defaults,
+/// checks, keys, indexes, foreign keys; own sequences), without the extension's triggers.
+/// 0.3.0 writes a delivery as an outbox row and a queue row (README "Storage"): then
+/// bench_raw.deliveries is shaped as hooks.outbox and bench_raw.queue as hooks.queue, and the
+/// result is true; earlier versions (an A/B run) have the one table hooks.deliveries.
+async fn raw_tables(db: &Client) -> Res<bool> {
+    let split = delivery_tables(db).await? != "hooks.deliveries";
+    let like = if split { "hooks.outbox" } else { "hooks.deliveries" };
+    db.batch_execute(&format!(
         "CREATE SCHEMA bench_raw;
          CREATE TABLE bench_raw.events (LIKE hooks.events INCLUDING ALL);
          CREATE SEQUENCE bench_raw.events_seq OWNED BY bench_raw.events.event_id;
          ALTER TABLE bench_raw.events ALTER event_id SET DEFAULT nextval('bench_raw.events_seq');
-         CREATE TABLE bench_raw.deliveries (LIKE hooks.deliveries INCLUDING ALL);
+         CREATE TABLE bench_raw.deliveries (LIKE {like} INCLUDING ALL);
          CREATE SEQUENCE bench_raw.deliveries_seq OWNED BY bench_raw.deliveries.delivery_id;
          ALTER TABLE bench_raw.deliveries ALTER delivery_id SET DEFAULT nextval('bench_raw.deliveries_seq');
          ALTER TABLE bench_raw.deliveries
            ADD FOREIGN KEY (event_id) REFERENCES bench_raw.events ON DELETE CASCADE,
-           ADD FOREIGN KEY (webhook_id) REFERENCES hooks.webhooks ON DELETE CASCADE;",
-    )
+           ADD FOREIGN KEY (webhook_id) REFERENCES hooks.webhooks ON DELETE CASCADE;"
+    ))
     .await?;
-    Ok(())
+    if split {
+        db.batch_execute(
+            "CREATE TABLE bench_raw.queue (LIKE hooks.queue INCLUDING ALL);
+             ALTER TABLE bench_raw.queue
+               ADD FOREIGN KEY (delivery_id) REFERENCES bench_raw.deliveries ON DELETE CASCADE;",
+        )
+        .await?;
+    }
+    Ok(split)
 }
 
 /// The event JSON text for `event_type` and a tenant expression spliced into a SQL literal.
@@ -378,7 +391,17 @@ fn publish_script(event_type: &str, fixed_tenant: Option<&str>) -> String {
 /// pgbench script: one transaction = the equivalent raw INSERTs into bench_raw: one event row
 /// (with a body of the same shape, key and timestamp made in SQL as publish does) and `:n`
 /// delivery rows for webhooks `:w .. :w + n - 1` (known in advance: no matching).
-fn raw_script(event_type: &str, fixed_tenant: Option<&str>) -> String {
+fn raw_script(event_type: &str, fixed_tenant: Option<&str>, split: bool) -> String {
+    let insert = if split {
+        "d AS (INSERT INTO bench_raw.deliveries (webhook_id, event_id, tenant_id, event_type)
+      SELECT :w::bigint + o, e.event_id, e.tenant_id, e.event_type FROM e, generate_series(0, :n::int - 1) o
+      RETURNING delivery_id, webhook_id, tenant_id)
+INSERT INTO bench_raw.queue (delivery_id, webhook_id, tenant_id) SELECT * FROM d;"
+    } else {
+        "d AS (SELECT 1)
+INSERT INTO bench_raw.deliveries (webhook_id, event_id, tenant_id, event_type)
+SELECT :w::bigint + o, e.event_id, e.tenant_id, e.event_type FROM e, generate_series(0, :n::int - 1) o;"
+    };
     let (set, tenant) = match fixed_tenant {
         Some(t) => ("\\set w :lo\n".to_string(), format!("'{t}'")),
         None => (
@@ -392,11 +415,25 @@ e AS (INSERT INTO bench_raw.events (tenant_id, event_type, event_key, body)
       SELECT {tenant}, '{event_type}', k.key,
              '{{\"id\":\"' || k.key || '\",\"event\":\"{event_type}\",\"data\":{{\"tenantId\":\"' || {tenant} || '\",{EVENT_DATA}}},\"user\":{EVENT_USER},\"timestamp\":\"' || now()::text || '\"}}'
         FROM k
-      RETURNING event_id, tenant_id, event_type)
-INSERT INTO bench_raw.deliveries (webhook_id, event_id, tenant_id, event_type)
-SELECT :w::bigint + o, e.event_id, e.tenant_id, e.event_type FROM e, generate_series(0, :n::int - 1) o;
+      RETURNING event_id, tenant_id, event_type),
+{insert}
 "
     )
+}
+
+/// The tables that hold deliveries: 0.3.0 keeps them in three (`hooks.deliveries` is a view
+/// over them, README "Storage"), earlier versions (an A/B run) in the one table
+/// `hooks.deliveries`. The first one named holds every delivery once.
+async fn delivery_tables(db: &Client) -> Res<&'static str> {
+    let split: bool = db
+        .query_one("SELECT to_regclass('hooks.outbox') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    Ok(if split {
+        "hooks.outbox, hooks.queue, hooks.outcomes"
+    } else {
+        "hooks.deliveries"
+    })
 }
 
 /// Empties the outbox (and the raw tables). A running sender's claim or complete may deadlock
@@ -407,7 +444,8 @@ async fn truncate_outbox(db: &Client, raw: bool) -> Res<()> {
     } else {
         ""
     };
-    let sql = format!("TRUNCATE hooks.attempts, hooks.deliveries, hooks.events{extra}");
+    let tables = delivery_tables(db).await?;
+    let sql = format!("TRUNCATE hooks.attempts, {tables}, hooks.events{extra} CASCADE");
     let mut tries = 0;
     loop {
         match db.batch_execute(&sql).await {
@@ -445,7 +483,8 @@ async fn publish_many(db: &Client, event_type: &str, tenant: &str, n: i32) -> Re
 /// webhook of that tenant), event by event: a fresh backlog of the same events, in which
 /// consecutive rows go to different webhooks (as publish writes them).
 async fn requeue(db: &Client, tenant: &str) -> Res<i64> {
-    db.batch_execute("TRUNCATE hooks.attempts, hooks.deliveries")
+    let tables = delivery_tables(db).await?;
+    db.batch_execute(&format!("TRUNCATE hooks.attempts, {tables}"))
         .await?;
     db.execute(
         "INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
@@ -456,7 +495,7 @@ async fn requeue(db: &Client, tenant: &str) -> Res<i64> {
         &[&tenant],
     )
     .await?;
-    db.batch_execute("VACUUM ANALYZE hooks.deliveries").await?;
+    db.batch_execute(&format!("VACUUM ANALYZE {tables}")).await?;
     checkpoint(db).await?;
     Ok(db
         .query_one("SELECT count(*) FROM hooks.deliveries", &[])
@@ -537,12 +576,12 @@ async fn all_succeeded(db: &Client) -> Res<()> {
 async fn p1(ctx: &mut Ctx) -> Res<()> {
     let (url, db) = ctx.fresh_db("bench_p1").await?;
     let base = fixture(&db, 100, 10, &ctx.receiver.url("")).await?;
-    raw_tables(&db).await?;
+    let split = raw_tables(&db).await?;
     // The draining sender's backlog: spread over 100 webhooks, as publish would write it (no
     // webhook's in-flight cap binds).
     webhooks(&db, "backlog", "backlog/item", 100, &ctx.receiver.url("")).await?;
     let publish = ctx.write("p1_publish.sql", &publish_script("policy/bound", None))?;
-    let raw = ctx.write("p1_raw.sql", &raw_script("policy/bound", None))?;
+    let raw = ctx.write("p1_raw.sql", &raw_script("policy/bound", None, split))?;
     let defines = [
         ("ntenants", "100".to_string()),
         ("per", "10".to_string()),
@@ -1107,17 +1146,32 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
         )
         .await?;
         if with_backlog {
-            db.batch_execute(
+            // Into the tables themselves: an INSERT into the view hooks.deliveries (0.3.0)
+            // works too, one row at a time through its trigger.
+            let sql = if delivery_tables(&db).await? == "hooks.deliveries" {
                 "INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type, status,
                                                attempt_number, next_attempt_at, status_code, error_message)
                  SELECT w.webhook_id, e.event_id, 'p4', 'p4/later', 'retrying', 1,
                         now() + interval '1 day' + random() * interval '1 day', 503, 'HTTP 503'
                    FROM hooks.webhooks w CROSS JOIN hooks.events e
-                  WHERE e.event_type = 'p4/later'",
-            )
-            .await?;
+                  WHERE e.event_type = 'p4/later'"
+            } else {
+                "WITH o AS (
+                     INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+                     SELECT w.webhook_id, e.event_id, 'p4', 'p4/later'
+                       FROM hooks.webhooks w CROSS JOIN hooks.events e
+                      WHERE e.event_type = 'p4/later'
+                     RETURNING delivery_id, webhook_id)
+                 INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                          next_attempt_at, status_code, error_message)
+                 SELECT o.delivery_id, o.webhook_id, 'p4', 'retrying', 1,
+                        now() + interval '1 day' + random() * interval '1 day', 503, 'HTTP 503'
+                   FROM o"
+            };
+            db.batch_execute(sql).await?;
         }
-        db.batch_execute("VACUUM ANALYZE hooks.webhooks, hooks.events, hooks.deliveries")
+        let tables = delivery_tables(&db).await?;
+        db.batch_execute(&format!("VACUUM ANALYZE hooks.webhooks, hooks.events, {tables}"))
             .await?;
         dbs.push((name, db));
     }
@@ -1144,7 +1198,8 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
                   ORDER BY e.event_id, w.webhook_id",
             )
             .await?;
-            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events")
+            let tables = delivery_tables(db).await?;
+            db.batch_execute(&format!("VACUUM ANALYZE {tables}, hooks.events"))
                 .await?;
             checkpoint(db).await?;
             let sid = format!("p4-{run}");
@@ -1188,13 +1243,14 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
             }
             cycle[di].push(rows_done as f64 / took.as_secs_f64());
             claim_only[di].push(rows_done as f64 / in_claim.as_secs_f64());
-            db.batch_execute(
+            let all = tables.split(',').next().unwrap_or(tables);
+            db.batch_execute(&format!(
                 "DELETE FROM hooks.attempts;
-                 DELETE FROM hooks.deliveries WHERE event_type = 'p4/due';
-                 DELETE FROM hooks.events WHERE event_type = 'p4/due';",
-            )
+                 DELETE FROM {all} WHERE event_type = 'p4/due';
+                 DELETE FROM hooks.events WHERE event_type = 'p4/due';"
+            ))
             .await?;
-            db.batch_execute("VACUUM ANALYZE hooks.deliveries, hooks.events, hooks.attempts")
+            db.batch_execute(&format!("VACUUM ANALYZE {tables}, hooks.events, hooks.attempts"))
                 .await?;
         }
     }
@@ -1316,7 +1372,7 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
     {
         let (url, db) = ctx.fresh_db("bench_fanout").await?;
         fixture(&db, 100, 10, &ctx.receiver.url("")).await?;
-        raw_tables(&db).await?;
+        let split = raw_tables(&db).await?;
         let mut cases = Vec::new();
         for n in [1i32, 10, 100] {
             let et = format!("fan/e{n}");
@@ -1340,7 +1396,7 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
                 &format!("fan_publish_{n}.sql"),
                 &publish_script(&et, Some("fan")),
             )?;
-            let r = ctx.write(&format!("fan_raw_{n}.sql"), &raw_script(&et, Some("fan")))?;
+            let r = ctx.write(&format!("fan_raw_{n}.sql"), &raw_script(&et, Some("fan"), split))?;
             cases.push((n, lo, p, r));
         }
         db.batch_execute("ANALYZE hooks.webhooks").await?;
@@ -1381,9 +1437,9 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
     for (tenants, per) in sizes {
         let (url, db) = ctx.fresh_db("bench_fanreg").await?;
         let base = fixture(&db, tenants, per, &ctx.receiver.url("")).await?;
-        raw_tables(&db).await?;
+        let split = raw_tables(&db).await?;
         let publish = ctx.write("reg_publish.sql", &publish_script("policy/bound", None))?;
-        let raw = ctx.write("reg_raw.sql", &raw_script("policy/bound", None))?;
+        let raw = ctx.write("reg_raw.sql", &raw_script("policy/bound", None, split))?;
         let defines = [
             ("ntenants", tenants.to_string()),
             ("per", per.to_string()),

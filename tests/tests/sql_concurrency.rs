@@ -362,7 +362,7 @@ async fn expired_lease_is_reclaimed_and_the_late_result_is_fenced_off() {
     );
 
     // Make A's lease run out (waiting for the real one would take timeout + 10 s).
-    c.execute("UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second' WHERE delivery_id = $1", &[&id])
+    c.execute("UPDATE hooks.queue SET next_attempt_at = now() - interval '1 second' WHERE delivery_id = $1", &[&id])
         .await
         .unwrap();
     let b = c
@@ -668,7 +668,7 @@ async fn claim_leases(c: &tokio_postgres::Client, sender: &str) -> Vec<(i64, i32
 /// Makes every live lease run out now (waiting for a real one takes timeout + 10 s).
 async fn expire_leases(c: &tokio_postgres::Client) {
     c.execute(
-        "UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 second'
+        "UPDATE hooks.queue SET next_attempt_at = now() - interval '1 second'
           WHERE status = 'in_flight'",
         &[],
     )

@@ -186,6 +186,24 @@ BEGIN
 END
 $$;
 
+-- Deleting deliveries (hooks.outbox rows: their webhook or event deleted, hooks.purge, a
+-- DELETE on hooks.deliveries) deletes their queue or outcome row and their attempts, once per
+-- statement (schema.sql says why these are not foreign keys).
+CREATE FUNCTION hooks._outbox_after_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM hooks.queue q USING gone g WHERE q.delivery_id = g.delivery_id;
+    DELETE FROM hooks.outcomes f USING gone g WHERE f.delivery_id = g.delivery_id;
+    DELETE FROM hooks.attempts a USING gone g WHERE a.delivery_id = g.delivery_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER outbox_after_delete
+    AFTER DELETE ON hooks.outbox
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION hooks._outbox_after_delete();
+
 -- An INSERT into the view hooks.deliveries (a DBA's or an old script's): the delivery goes into
 -- hooks.outbox, and into hooks.queue when its status is live (pending by default) or
 -- hooks.outcomes when it is final.
@@ -477,9 +495,10 @@ END
 $$;
 
 -- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
--- every sender at `at`. Empty when there is no cap, or fewer leases than that in all.
+-- every sender at `at`. Empty when there is no cap, or fewer leases than that in all. Runs
+-- under hooks.claim's planner settings.
 CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
-LANGUAGE plpgsql STABLE SET enable_seqscan = off SET jit = off AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_full bigint[] := '{}';
 BEGIN
@@ -579,7 +598,8 @@ CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEF
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz, lease_token bigint)
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := claim.sender_id;
@@ -796,8 +816,12 @@ $$;
 -- JIT is off: with sequential scans disabled, the one plan that must scan (reading the lease
 -- token sequence) was priced at 10^10 and JIT-compiled on every call: 19 ms of a 26 ms batch
 -- of 80 results (BENCHMARKS.md, COST). hooks.claim and hooks.release run with JIT off too.
+-- Generic plans only (plan_cache_mode): their statements take arrays, and with custom plans
+-- each call planned them again, 1 to 4 ms per statement (BENCHMARKS.md, COST); the plans are
+-- index lookups whatever the values, so one plan per session serves every call.
 CREATE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;
@@ -1001,7 +1025,8 @@ $$;
 -- (the lease token is not reused: the next claim issues a new one).
 -- Plans: as in hooks.complete.
 CREATE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender   text := release.sender_id;

@@ -27,6 +27,7 @@ GRANT USAGE ON SEQUENCE hooks.lease_tokens TO hooks_admin;
 DROP VIEW hooks.dead_letters;
 DROP VIEW hooks.delivery_log;
 DROP FUNCTION hooks.retry_delivery(bigint);
+-- (attempts are now deleted with their delivery by the trigger outbox_after_delete)
 ALTER TABLE hooks.attempts DROP CONSTRAINT attempts_delivery_id_fkey;
 
 CREATE TABLE hooks.outbox (
@@ -43,9 +44,13 @@ CREATE TABLE hooks.outbox (
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
 CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);
 
--- The live statuses and the final ones, each written once: the CHECKs below name them.
+-- hooks.queue, hooks.outcomes and hooks.attempts belong to an hooks.outbox row by delivery_id
+-- and go with it (trigger outbox_after_delete, api.sql). They carry no foreign key to it: its
+-- check locks the outbox row on every insert, a WAL record and a dirtied page per delivery for
+-- a row that is otherwise never written again (BENCHMARKS.md, COST). Only the state machine's
+-- functions write them.
 CREATE TABLE hooks.queue (
-    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    delivery_id     bigint      PRIMARY KEY,
     webhook_id      bigint      NOT NULL,
     tenant_id       text        NOT NULL,
     status          text        NOT NULL DEFAULT 'pending'
@@ -75,7 +80,7 @@ CREATE INDEX queue_due_idx ON hooks.queue (next_attempt_at);
 CREATE INDEX queue_in_flight_idx ON hooks.queue (webhook_id, next_attempt_at) WHERE status = 'in_flight';
 
 CREATE TABLE hooks.outcomes (
-    delivery_id     bigint      PRIMARY KEY REFERENCES hooks.outbox ON DELETE CASCADE,
+    delivery_id     bigint      PRIMARY KEY,
     webhook_id      bigint      NOT NULL,
     tenant_id       text        NOT NULL,
     status          text        NOT NULL
@@ -112,8 +117,6 @@ SELECT d.delivery_id, d.webhook_id, d.tenant_id, d.status, d.attempt_number, d.s
  WHERE d.status IN ('success', 'failed', 'cancelled');
 SELECT setval('hooks.outbox_delivery_id_seq', s.last_value, s.is_called)
   FROM hooks.deliveries_delivery_id_seq s;
-ALTER TABLE hooks.attempts ADD CONSTRAINT attempts_delivery_id_fkey
-    FOREIGN KEY (delivery_id) REFERENCES hooks.outbox ON DELETE CASCADE;
 -- out of the extension first: that also takes the table and its sequence off the list of
 -- tables pg_dump dumps the rows of (pg_extension_config_dump)
 ALTER EXTENSION beema_hooks DROP SEQUENCE hooks.deliveries_delivery_id_seq;
@@ -222,7 +225,8 @@ CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEF
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz, lease_token bigint)
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := claim.sender_id;
@@ -437,7 +441,8 @@ $$;
 -- the table: 19 ms per batch of 24 at 15,000 rows (BENCHMARKS.md, P3). A batch only ever
 -- touches its own rows, found by primary key.
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender    text := complete.sender_id;
@@ -641,7 +646,8 @@ $$;
 -- (the lease token is not reused: the next claim issues a new one).
 -- Plans: as in hooks.complete.
 CREATE OR REPLACE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+    SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     v_sender   text := release.sender_id;
@@ -1091,7 +1097,7 @@ $$;
 -- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
 -- every sender at `at`. Empty when there is no cap, or fewer leases than that in all.
 CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
-LANGUAGE plpgsql STABLE SET enable_seqscan = off SET jit = off AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_full bigint[] := '{}';
 BEGIN
@@ -1270,6 +1276,24 @@ END
 $$;
 
 
+-- Deleting deliveries (hooks.outbox rows: their webhook or event deleted, hooks.purge, a
+-- DELETE on hooks.deliveries) deletes their queue or outcome row and their attempts, once per
+-- statement (schema.sql says why these are not foreign keys).
+CREATE FUNCTION hooks._outbox_after_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM hooks.queue q USING gone g WHERE q.delivery_id = g.delivery_id;
+    DELETE FROM hooks.outcomes f USING gone g WHERE f.delivery_id = g.delivery_id;
+    DELETE FROM hooks.attempts a USING gone g WHERE a.delivery_id = g.delivery_id;
+    RETURN NULL;
+END
+$$;
+
+
+CREATE TRIGGER outbox_after_delete
+    AFTER DELETE ON hooks.outbox
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION hooks._outbox_after_delete();
 CREATE TRIGGER deliveries_insert
     INSTEAD OF INSERT ON hooks.deliveries
     FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_insert();

@@ -41,6 +41,7 @@ async fn drain(
     )
     .await?;
     let queued = requeue(db, "cost").await?;
+    let probe = live_probe_sql(db).await?;
     let (cpu0, wal0) = meter.read(db).await?;
     let t0 = Instant::now();
     let mut ss = Vec::new();
@@ -49,15 +50,9 @@ async fn drain(
     }
     let timeout = Duration::from_secs(600);
     loop {
-        // One probe of the due index, not a count (`remaining`): the poll runs every 10 ms and
-        // its cost lands in the Postgres CPU being measured.
-        let busy: bool = db
-            .query_one(
-                "SELECT EXISTS (SELECT FROM hooks.deliveries WHERE status IN ('pending', 'retrying', 'in_flight'))",
-                &[],
-            )
-            .await?
-            .get(0);
+        // One probe, not a count (`remaining`): the poll runs every 10 ms and its cost lands in
+        // the Postgres CPU being measured.
+        let busy: bool = db.query_one(probe, &[]).await?.get(0);
         if !busy {
             break;
         }

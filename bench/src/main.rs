@@ -436,6 +436,17 @@ async fn delivery_tables(db: &Client) -> Res<&'static str> {
     })
 }
 
+/// A query for whether any delivery is still live (pending, retrying or in flight): one probe,
+/// of `hooks.queue` in 0.3.0 (the view `hooks.deliveries` cannot use an index for a status),
+/// of the due index of `hooks.deliveries` before.
+async fn live_probe_sql(db: &Client) -> Res<&'static str> {
+    Ok(if delivery_tables(db).await? == "hooks.deliveries" {
+        "SELECT EXISTS (SELECT FROM hooks.deliveries WHERE status IN ('pending', 'retrying', 'in_flight'))"
+    } else {
+        "SELECT EXISTS (SELECT FROM hooks.queue)"
+    })
+}
+
 /// Empties the outbox (and the raw tables). A running sender's claim or complete may deadlock
 /// with the TRUNCATE's locks: the TRUNCATE is then tried again.
 async fn truncate_outbox(db: &Client, raw: bool) -> Res<()> {

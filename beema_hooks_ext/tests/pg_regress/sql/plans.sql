@@ -30,7 +30,8 @@ SELECT q.delivery_id FROM hooks.queue q
  ORDER BY q.next_attempt_at LIMIT 10 FOR UPDATE SKIP LOCKED;
 ROLLBACK;
 
--- claim, complete and release plan only index lookups and nested loops, and never JIT-compile:
+-- claim, complete and release plan only index lookups and nested loops, once per session
+-- (generic plans), and never JIT-compile:
 -- a plan that still scans (the lease token sequence) is priced at 10^10 with sequential scans
 -- disabled, far above jit_above_cost, and compiling it cost 19 ms per call (BENCHMARKS.md, COST)
 SELECT p.proname, p.proconfig

@@ -15,7 +15,7 @@ SELECT o.delivery_id, o.webhook_id, 'acme', (ARRAY['success', 'failed', 'cancell
        now() - interval '40 days'
   FROM o;
 INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, outcome, created_at)
-SELECT delivery_id, webhook_id, tenant_id, 1, 'success', now() - interval '40 days' FROM hooks.deliveries;
+SELECT delivery_id, webhook_id, tenant_id, 1, 'success', now() - interval '40 days' FROM hooks.outbox;
 -- kept: old but unfinished, finished but recent, and an old event that still has a delivery
 INSERT INTO hooks.events (tenant_id, event_type, event_key, body, created_at)
 VALUES ('acme', 'a/b', 'old-pending', '{}', now() - interval '40 days'),

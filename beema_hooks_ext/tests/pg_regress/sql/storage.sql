@@ -1,0 +1,56 @@
+-- Storage (README, "Storage"): every delivery is in hooks.outbox and in exactly one of
+-- hooks.queue (live) and hooks.outcomes (final); the view hooks.deliveries reads and writes
+-- them like the one table of 0.2.0; deleting deliveries takes their rows and attempts along.
+BEGIN;
+CREATE FUNCTION pg_temp.placement() RETURNS TABLE (delivery_id bigint, webhook text, event_type text, status text, in_queue boolean, in_outcomes boolean, attempts bigint)
+LANGUAGE sql AS $$
+    SELECT o.delivery_id, w.webhook_name, o.event_type, d.status,
+           EXISTS (SELECT 1 FROM hooks.queue q WHERE q.delivery_id = o.delivery_id),
+           EXISTS (SELECT 1 FROM hooks.outcomes f WHERE f.delivery_id = o.delivery_id),
+           (SELECT count(*) FROM hooks.attempts a WHERE a.delivery_id = o.delivery_id)
+      FROM hooks.outbox o JOIN hooks.deliveries d USING (delivery_id)
+      JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
+     ORDER BY o.delivery_id
+$$;
+SELECT count(*) FROM hooks.create_webhook('acme', 'a', 'x/*', 'https://a.example/');
+SELECT count(*) FROM hooks.create_webhook('acme', 'b', '*', 'https://b.example/',
+                                          retry_config => '{"maxAttempts": 1, "backoffMs": 0}');
+SELECT hooks.publish('{"event": "x/y", "id": "s1", "data": {"tenantId": "acme"}}') AS event_id \gset
+-- published: two live deliveries, pending
+SELECT webhook, event_type, status, in_queue, in_outcomes, attempts FROM pg_temp.placement();
+-- claimed and failed: a (3 attempts allowed) is retrying in the queue with its error; b (1
+-- attempt) failed and moved to the outcomes
+SELECT hooks.complete('s', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+           'attempt_number', attempt_number, 'lease_token', lease_token, 'status_code', 503,
+           'response_body', 'busy', 'duration_ms', 4)) FROM hooks.claim('s', 10))) AS applied;
+SELECT p.webhook, p.status, p.in_queue, p.in_outcomes, p.attempts, d.status_code, d.error_message, d.response_body
+  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id);
+-- an UPDATE of the view moves a row through the state machine: final -> live and live -> final
+UPDATE hooks.deliveries SET status = 'pending', attempt_number = 0
+ WHERE webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'b');
+UPDATE hooks.deliveries SET status = 'cancelled', error_message = 'by hand'
+ WHERE webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'a');
+SELECT p.webhook, p.status, p.in_queue, p.in_outcomes, p.attempts, d.error_message
+  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id);
+-- a delivery's id, webhook, event and tenant do not change
+SELECT sqlstate_of($$UPDATE hooks.deliveries SET tenant_id = 'other'$$);
+-- an INSERT into the view queues a live status and records a final one
+INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+VALUES ('acme', 'x/z', 'e-live', '{}'), ('acme', 'x/z', 'e-done', '{}');
+INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type, status)
+SELECT w.webhook_id, e.event_id, 'acme', 'x/z', v.s
+  FROM (VALUES ('a', 'e-live', 'retrying'), ('b', 'e-done', 'success')) AS v(wh, key, s)
+  JOIN hooks.webhooks w ON w.webhook_name = v.wh
+  JOIN hooks.events e ON e.event_key = v.key;
+SELECT webhook, event_type, status, in_queue, in_outcomes, attempts FROM pg_temp.placement();
+-- a DELETE from the view, and deleting a webhook, take the deliveries' rows and attempts along
+DELETE FROM hooks.deliveries WHERE status = 'success';
+SELECT hooks.delete_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'b'));
+SELECT webhook, event_type, status, in_queue, in_outcomes, attempts FROM pg_temp.placement();
+SELECT (SELECT count(*) FROM hooks.queue) AS queue, (SELECT count(*) FROM hooks.outcomes) AS outcomes,
+       (SELECT count(*) FROM hooks.attempts) AS attempts,
+       (SELECT count(*) FROM hooks.queue q WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.delivery_id = q.delivery_id))
+     + (SELECT count(*) FROM hooks.outcomes f WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.delivery_id = f.delivery_id))
+     + (SELECT count(*) FROM hooks.attempts a WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.delivery_id = a.delivery_id))
+       AS orphans;
+ROLLBACK;

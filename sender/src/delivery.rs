@@ -74,3 +74,32 @@ impl Delivery {
 pub type DeliveryKey = hooks_core::contract::LeaseKey;
 /// One element of `hooks.complete`'s array (the contract with the extension).
 pub use hooks_core::contract::AttemptResult;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hooks_core::contract::CLAIM_ROW;
+
+    /// The column names of a select list, casts dropped.
+    fn names(columns: &str) -> Vec<&str> {
+        columns.split(',').map(|c| c.trim().split("::").next().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_claim_columns_are_the_contracts_claim_row() {
+        // the contract's row, without the lease expiry (the sender keeps its own deadline)
+        let want: Vec<&str> = CLAIM_ROW
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "lease_expires_at")
+            .collect();
+        let mut got = names(CLAIM_COLUMNS);
+        got.sort();
+        let mut sorted_want = want.clone();
+        sorted_want.sort();
+        assert_eq!(got, sorted_want, "CLAIM_COLUMNS and hooks_core::contract::CLAIM_ROW differ");
+        // 0.2.0's claim has no lease token: the same columns with a NULL in its place
+        assert_eq!(names(CLAIM_COLUMNS_0_2).len(), names(CLAIM_COLUMNS).len());
+        assert_eq!(names(CLAIM_COLUMNS_0_2).last(), Some(&"NULL"));
+    }
+}

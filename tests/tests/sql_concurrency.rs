@@ -963,3 +963,61 @@ async fn claim_and_complete_keep_the_bounds_of_the_contract() {
         "Retry-After of 10 days waits {wait_ms} ms; the contract caps it at {MAX_RETRY_AFTER_MS} ms"
     );
 }
+
+/// The typed contract (`hooks_core::contract`) is what the installed functions declare:
+/// `hooks.claim`'s result columns, and the records `hooks.complete` and `hooks.release` read
+/// their JSON arrays as. A column added, renamed or retyped on one side fails here.
+#[tokio::test]
+async fn claim_and_complete_columns_are_the_contracts() {
+    use hooks_core::contract::{CLAIM_ROW, LEASE_KEY_RECORD, RESULT_RECORD};
+    let db = TestDb::new().await;
+    let c = db.connect().await;
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+    };
+
+    let claim: Vec<(String, String)> = c
+        .query(
+            "SELECT a.name, format_type(a.type, NULL)
+               FROM pg_proc p,
+                    unnest(p.proargnames, p.proallargtypes::oid[], p.proargmodes::text[]) AS a(name, type, mode)
+              WHERE p.oid = 'hooks.claim(text, integer, interval, boolean)'::regprocedure AND a.mode = 't'
+              ORDER BY array_position(p.proargnames, a.name)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(claim, pairs(CLAIM_ROW), "hooks.claim's columns");
+
+    // `jsonb_to_recordset(<array>) AS r(<name> <type>, ...)` in the function's source
+    let record = |src: &str| -> Vec<(String, String)> {
+        let start = src.find("jsonb_to_recordset(").expect("reads its array with jsonb_to_recordset");
+        let rest = &src[start..];
+        let open = rest.find("AS r(").expect("AS r(") + "AS r(".len();
+        let close = open + rest[open..].find(')').unwrap();
+        rest[open..close]
+            .split(',')
+            .map(|col| {
+                let mut it = col.split_whitespace();
+                (it.next().unwrap().to_string(), it.collect::<Vec<_>>().join(" "))
+            })
+            .collect()
+    };
+    let src = |f: &str| {
+        let c = &c;
+        let f = f.to_string();
+        async move {
+            let row = c
+                .query_one("SELECT prosrc FROM pg_proc WHERE oid = $1::text::regprocedure", &[&f])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(record(&src("hooks.complete(text, jsonb)").await), pairs(RESULT_RECORD), "hooks.complete's record");
+    assert_eq!(record(&src("hooks.release(text, jsonb)").await), pairs(LEASE_KEY_RECORD), "hooks.release's record");
+    db.cleanup().await;
+}

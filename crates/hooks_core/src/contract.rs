@@ -18,6 +18,45 @@ pub const LEASE_MARGIN_MS: i64 = 10_000;
 /// this long; after the lease it would be `lease_lost` anyway.
 pub const MAX_TIMEOUT_LEASE_MS: i64 = *TIMEOUT_MS_RANGE.end() as i64 + LEASE_MARGIN_MS;
 
+/// The columns `hooks.claim` returns, in order, with their SQL types (`format_type`): one
+/// claimed delivery. The sender reads them by position (`CLAIM_COLUMNS` in the sender's
+/// `delivery.rs`, whose unit test checks it against this list), and the e2e test
+/// `claim_and_complete_columns_are_the_contracts` checks this list against the installed
+/// function, so a column changed on one side fails a test, not a delivery.
+pub const CLAIM_ROW: &[(&str, &str)] = &[
+    ("delivery_id", "bigint"),
+    ("attempt_number", "integer"),
+    ("delivery_uuid", "uuid"),
+    ("webhook_id", "bigint"),
+    ("event_type", "text"),
+    ("url", "text"),
+    ("headers", "jsonb"),
+    ("body", "text"),
+    ("timeout_ms", "integer"),
+    ("lease_expires_at", "timestamp with time zone"),
+    ("lease_token", "bigint"),
+];
+
+/// The record `hooks.complete` reads each element of its array as (`jsonb_to_recordset(...) AS
+/// r(...)`): the fields of [`AttemptResult`], with their SQL types.
+pub const RESULT_RECORD: &[(&str, &str)] = &[
+    ("delivery_id", "bigint"),
+    ("attempt_number", "integer"),
+    ("lease_token", "bigint"),
+    ("status_code", "integer"),
+    ("error", "text"),
+    ("response_body", "text"),
+    ("duration_ms", "integer"),
+    ("retry_after_ms", "bigint"),
+];
+
+/// The record `hooks.release` reads each element of its array as: the fields of [`LeaseKey`].
+pub const LEASE_KEY_RECORD: &[(&str, &str)] = &[
+    ("delivery_id", "bigint"),
+    ("attempt_number", "integer"),
+    ("lease_token", "bigint"),
+];
+
 /// Identifies one lease of one delivery: what `hooks.release` takes, and the head of every
 /// result.
 ///
@@ -92,6 +131,25 @@ impl AttemptResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn field_names(v: serde_json::Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn sorted(names: impl IntoIterator<Item = impl ToString>) -> Vec<String> {
+        let mut v: Vec<String> = names.into_iter().map(|n| n.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_sql_records_name_every_field_of_the_types() {
+        let key = LeaseKey { delivery_id: 1, attempt_number: 1, lease_token: Some(1) };
+        let result = serde_json::to_value(AttemptResult::for_lease(key)).unwrap();
+        assert_eq!(sorted(field_names(result)), sorted(RESULT_RECORD.iter().map(|(n, _)| n)));
+        let key = serde_json::to_value(key).unwrap();
+        assert_eq!(sorted(field_names(key)), sorted(LEASE_KEY_RECORD.iter().map(|(n, _)| n)));
+    }
 
     #[test]
     fn result_json_has_the_documented_shape() {

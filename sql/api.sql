@@ -118,39 +118,48 @@ $$;
 -- Ends live deliveries: each leaves hooks.queue for hooks.outcomes with its final status
 -- (success, failed or cancelled), result and error. `status` (one for all) is used where
 -- `statuses` is NULL; a NULL array of status codes or of response bodies keeps the last
--- failed attempt's (a cancel, or a lease that ran out). Only rows still in the queue move
--- (the caller holds their locks or takes them here). Returns how many ended.
+-- failed attempt's (a cancel, or a lease that ran out). With `fence_sender`, a delivery ends
+-- only while it still holds the lease of `fence_attempts`/`fence_tokens` (hooks._holds_lease),
+-- checked on the row as it is when deleted (a concurrent claim that took it over wins).
+-- Returns the ids of the deliveries that ended.
 CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
-                              errors text[], response_bodies text[] DEFAULT NULL)
-RETURNS integer
+                              errors text[], response_bodies text[] DEFAULT NULL,
+                              fence_sender text DEFAULT NULL, fence_attempts integer[] DEFAULT NULL,
+                              fence_tokens bigint[] DEFAULT NULL)
+RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    n integer;
+    v_ended bigint[];
 BEGIN
     IF cardinality(ids) IS NULL OR cardinality(ids) = 0 THEN
-        RETURN 0;
+        RETURN '{}';
     END IF;
     WITH f AS (
-        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies)
-                 AS f(delivery_id, status, status_code, error_message, response_body)
+        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies, fence_attempts, fence_tokens)
+                 AS f(delivery_id, status, status_code, error_message, response_body, attempt_number, lease_token)
     ), gone AS (
         DELETE FROM hooks.queue q USING f
          WHERE q.delivery_id = f.delivery_id
+           AND (fence_sender IS NULL
+                OR hooks._holds_lease(q.status, q.lease_owner, q.attempt_number, q.lease_token,
+                                      fence_sender, f.attempt_number, f.lease_token))
         RETURNING q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_token,
                   q.breaker_held_ms, coalesce(f.status, _finish.status) AS status,
                   CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
                   CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
                   f.error_message
+    ), ended AS (
+        INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
+                                    status_code, response_body, error_message, lease_token,
+                                    breaker_held_ms, delivered_at)
+        SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
+               g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
+               CASE WHEN g.status = 'success' THEN now() END
+          FROM gone g
+        RETURNING delivery_id
     )
-    INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
-                                status_code, response_body, error_message, lease_token,
-                                breaker_held_ms, delivered_at)
-    SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
-           g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
-           CASE WHEN g.status = 'success' THEN now() END
-      FROM gone g;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    SELECT coalesce(array_agg(ended.delivery_id), '{}') INTO v_ended FROM ended;
+    RETURN v_ended;
 END
 $$;
 
@@ -833,7 +842,6 @@ DECLARE
     -- every lease token issued so far: the breaker's fence when it opens now
     v_issued    bigint := coalesce(pg_sequence_last_value('hooks.lease_tokens'), 0);
     v_applied   integer;
-    v_retried   integer;
     v_webhooks  integer;
     v_freed     boolean;
     v_id        bigint[];
@@ -844,7 +852,9 @@ DECLARE
     v_err       text[];
     v_body      text[];
     v_duration  integer[];
+    v_token     bigint[];
     v_holds     boolean[];
+    v_held      bigint[];
     v_ok        boolean[];
     v_after_fence boolean[];
     v_next      text[];
@@ -854,6 +864,8 @@ DECLARE
     v_fin_code  integer[];
     v_fin_err   text[];
     v_fin_body  text[];
+    v_fin_attempt integer[];
+    v_fin_token bigint[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -863,43 +875,37 @@ BEGIN
 
     PERFORM set_config('synchronous_commit', 'off', true);  -- as in hooks.claim
 
-    -- The facts, each against its delivery's current lease (the queue rows locked: a claim
-    -- reclaiming them, or a concurrent result, waits), and the status each leads to.
+    -- The facts, and the status each leads to if its sender still holds the lease. Nothing is
+    -- locked here: the fence is checked by the DELETE and UPDATE that apply them, on each row
+    -- as it is then (a claim that took a delivery over meanwhile wins; the result is lease_lost).
     WITH r AS (
         SELECT *
           FROM jsonb_to_recordset(results) AS r(delivery_id bigint, attempt_number integer,
                lease_token bigint, status_code integer, error text, response_body text,
                duration_ms integer, retry_after_ms bigint)
-    ), live AS (
-        SELECT q.* FROM hooks.queue q
-         WHERE q.delivery_id IN (SELECT r.delivery_id FROM r)
-           FOR UPDATE
     ), cur AS (
         SELECT r.*, o.webhook_id, o.tenant_id, w.retry_config,
                -- claimed after the breaker last opened (or a probe failed): a new request
-               coalesce(live.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
-               coalesce(hooks._holds_lease(live.status, live.lease_owner, live.attempt_number, live.lease_token,
-                                           v_sender, r.attempt_number, r.lease_token), false) AS holds,
+               coalesce(r.lease_token, q.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
                w.enabled
           FROM r
           JOIN hooks.outbox o ON o.delivery_id = r.delivery_id
           JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
-          LEFT JOIN live ON live.delivery_id = r.delivery_id
+          LEFT JOIN hooks.queue q ON q.delivery_id = r.delivery_id
     )
     SELECT array_agg(cur.delivery_id), array_agg(cur.webhook_id), array_agg(cur.tenant_id),
-           array_agg(cur.attempt_number), array_agg(cur.status_code),
+           array_agg(cur.attempt_number), array_agg(cur.lease_token), array_agg(cur.status_code),
            array_agg(CASE WHEN cur.ok THEN NULL
                           ELSE left(coalesce(cur.error, 'HTTP ' || cur.status_code, 'unknown error'), 1000) END),
            array_agg(left(cur.response_body, 1000)), array_agg(cur.duration_ms),
-           array_agg(cur.holds), array_agg(cur.ok), array_agg(cur.after_fence),
-           array_agg(CASE WHEN cur.holds
-                          THEN hooks._outcome(cur.ok, cur.status_code, cur.attempt_number,
-                                              hooks._max_attempts(cur.retry_config), cur.enabled) END),
-           array_agg(CASE WHEN cur.holds AND NOT cur.ok
+           array_agg(cur.ok), array_agg(cur.after_fence),
+           array_agg(hooks._outcome(cur.ok, cur.status_code, cur.attempt_number,
+                                    hooks._max_attempts(cur.retry_config), cur.enabled)),
+           array_agg(CASE WHEN NOT cur.ok
                           THEN hooks.retry_delay_ms(cur.retry_config::text, cur.attempt_number,
                                                     cur.retry_after_ms, random()) END)
-      INTO v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_body, v_duration, v_holds, v_ok,
+      INTO v_id, v_webhook, v_tenant, v_attempt, v_token, v_code, v_err, v_body, v_duration, v_ok,
            v_after_fence, v_next, v_delay
       FROM cur;
     IF v_id IS NULL THEN
@@ -910,8 +916,7 @@ BEGIN
     -- free: counted before the results are applied.
     SELECT EXISTS (
         SELECT 1
-          FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook, v_holds) AS a(webhook_id, holds)
-                 WHERE a.holds) AS s
+          FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook) AS a(webhook_id)) AS s
          WHERE v_cap > 0
            AND (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
                                        WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
@@ -919,7 +924,39 @@ BEGIN
                                        LIMIT v_cap) AS f) >= v_cap)
       INTO v_freed;
 
-    -- Every result is logged; one that no longer holds its lease as lease_lost.
+    -- Final: out of the queue, fenced.
+    SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
+           array_agg(a.body), array_agg(a.attempt_number), array_agg(a.lease_token)
+      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body, v_fin_attempt, v_fin_token
+      FROM unnest(v_id, v_next, v_code, v_err, v_body, v_attempt, v_token)
+           AS a(delivery_id, next, status_code, err, body, attempt_number, lease_token)
+     WHERE a.next IN ('success', 'failed', 'cancelled');
+    v_held := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
+                            coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token);
+
+    -- Retrying: due again after the backoff (or Retry-After), with this attempt's result, fenced.
+    WITH retried AS (
+        UPDATE hooks.queue q
+           SET status = 'retrying',
+               next_attempt_at = now() + a.delay * interval '1 millisecond',
+               status_code = a.status_code,
+               response_body = a.body,
+               error_message = a.err,
+               lease_owner = NULL,
+               updated_at = now()
+          FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body, v_attempt, v_token)
+               AS a(delivery_id, next, delay, status_code, err, body, attempt_number, lease_token)
+         WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying'
+           AND hooks._holds_lease(q.status, q.lease_owner, q.attempt_number, q.lease_token,
+                                  v_sender, a.attempt_number, a.lease_token)
+        RETURNING q.delivery_id
+    )
+    SELECT v_held || coalesce(array_agg(retried.delivery_id), '{}') INTO v_held FROM retried;
+    v_applied := cardinality(v_held);
+    SELECT array_agg(a.delivery_id = ANY (v_held) ORDER BY a.i) INTO v_holds
+      FROM unnest(v_id) WITH ORDINALITY AS a(delivery_id, i);
+
+    -- Every result is logged; one that no longer held its lease as lease_lost.
     INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
                                 status_code, error_message, duration_ms)
     SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
@@ -927,29 +964,6 @@ BEGIN
            a.status_code, a.err, a.duration_ms
       FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
            AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok);
-
-    -- Final: out of the queue.
-    SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
-           array_agg(a.body)
-      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body
-      FROM unnest(v_id, v_next, v_code, v_err, v_body) AS a(delivery_id, next, status_code, err, body)
-     WHERE a.next IN ('success', 'failed', 'cancelled');
-    v_applied := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
-                               coalesce(v_fin_body, '{}'));
-
-    -- Retrying: due again after the backoff (or Retry-After), with this attempt's result.
-    UPDATE hooks.queue q
-       SET status = 'retrying',
-           next_attempt_at = now() + a.delay * interval '1 millisecond',
-           status_code = a.status_code,
-           response_body = a.body,
-           error_message = a.err,
-           lease_owner = NULL,
-           updated_at = now()
-      FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body) AS a(delivery_id, next, delay, status_code, err, body)
-     WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying';
-    GET DIAGNOSTICS v_retried = ROW_COUNT;
-    v_applied := v_applied + v_retried;
 
     WITH per_webhook AS (
         SELECT a.webhook_id, bool_or(a.ok) AS any_ok, count(*) FILTER (WHERE NOT a.ok) AS failures,

@@ -813,8 +813,10 @@ $$;
 
 -- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
 -- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
--- holds that lease (hooks._holds_lease). 2xx -> success; 410 -> failed and the webhook disabled; the
--- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
+-- holds that lease (hooks._holds_lease, checked by the DELETE and UPDATE that apply it: no row
+-- is locked before; a result that lost its lease is logged lease_lost). What a result leads to
+-- is hooks._outcome's rule: 2xx -> success; 410 -> failed and the webhook disabled; the last
+-- attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
 -- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
 -- Plans: only index lookups and nested loops. The planner cannot know how many rows
 -- jsonb_to_recordset gives (it assumes 100), and while hooks.deliveries looked small (a new

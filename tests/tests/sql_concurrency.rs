@@ -379,14 +379,7 @@ async fn expired_lease_is_reclaimed_and_the_late_result_is_fenced_off() {
     // A finally reports attempt 1: logged as lease_lost, applied to nothing.
     let late = json!([{"delivery_id": id, "attempt_number": 1, "status_code": 500, "error": "HTTP 500",
                        "response_body": "late", "duration_ms": 5, "retry_after_ms": null}]);
-    let applied: i32 = c
-        .query_one(
-            "SELECT hooks.complete('sender-a', $1::text::jsonb)",
-            &[&late.to_string()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied = complete(&c, "sender-a", &late.to_string()).await;
     assert_eq!(applied, 0, "a result for a lost lease must not be applied");
     let row = c
         .query_one("SELECT status, lease_owner, attempt_number, error_message FROM hooks.deliveries WHERE delivery_id = $1", &[&id])
@@ -403,14 +396,7 @@ async fn expired_lease_is_reclaimed_and_the_late_result_is_fenced_off() {
 
     let ok = json!([{"delivery_id": id, "attempt_number": 2, "status_code": 204, "error": null,
                      "response_body": "", "duration_ms": 3, "retry_after_ms": null}]);
-    let applied: i32 = c
-        .query_one(
-            "SELECT hooks.complete('sender-b', $1::text::jsonb)",
-            &[&ok.to_string()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied = complete(&c, "sender-b", &ok.to_string()).await;
     assert_eq!(applied, 1);
     assert_eq!(
         db.one::<String>(&format!(
@@ -665,6 +651,14 @@ async fn claim_leases(c: &tokio_postgres::Client, sender: &str) -> Vec<(i64, i32
     .collect()
 }
 
+/// `hooks.complete(sender, results)` with the results as JSON text; how many it applied.
+async fn complete(c: &tokio_postgres::Client, sender: &str, results: &str) -> i32 {
+    c.query_one("SELECT hooks.complete($1::text, $2::text::jsonb)", &[&sender, &results])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Makes every live lease run out now (waiting for a real one takes timeout + 10 s).
 async fn expire_leases(c: &tokio_postgres::Client) {
     c.execute(
@@ -778,14 +772,7 @@ async fn a_stale_result_after_release_and_reclaim_by_the_same_sender_is_lease_lo
     assert_eq!(attempt2, attempt1, "a released attempt is not counted");
     assert_ne!(token2, token1, "a new lease, a new token");
 
-    let applied: i32 = c
-        .query_one(
-            "SELECT hooks.complete('s', $1::text::jsonb)",
-            &[&result(attempt1, token1, 500)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied = complete(&c, "s", &result(attempt1, token1, 500)).await;
     assert_eq!(
         applied, 0,
         "the first lease's result must not apply to the second"
@@ -814,14 +801,7 @@ async fn a_stale_result_after_release_and_reclaim_by_the_same_sender_is_lease_lo
         .get(0);
     assert_eq!(released, 0);
 
-    let applied: i32 = c
-        .query_one(
-            "SELECT hooks.complete('s', $1::text::jsonb)",
-            &[&result(attempt2, token2, 200)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied = complete(&c, "s", &result(attempt2, token2, 200)).await;
     assert_eq!(applied, 1);
     let log: Vec<String> = c
         .query(
@@ -940,14 +920,7 @@ async fn claim_and_complete_keep_the_bounds_of_the_contract() {
         "status_code": 503, "error": "HTTP 503", "duration_ms": 5,
         "retry_after_ms": MAX_RETRY_AFTER_MS * 10,
     }]);
-    let applied: i32 = c
-        .query_one(
-            "SELECT hooks.complete('bounds-sender', $1::text::jsonb)",
-            &[&result.to_string()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let applied = complete(&c, "bounds-sender", &result.to_string()).await;
     assert_eq!(applied, 1);
     let wait_ms: i64 = c
         .query_one(

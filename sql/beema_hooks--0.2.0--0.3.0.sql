@@ -157,7 +157,7 @@ CREATE FUNCTION hooks._holds_lease(status text, lease_owner text, attempt_number
                                    claimed_token bigint)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT $1 = 'in_flight' AND $2 = $5
+    SELECT coalesce($1 = 'in_flight', false) AND $2 = $5
        AND CASE WHEN $7 IS NULL THEN $3 = $6 ELSE $4 = $7 END
 $$;
 
@@ -225,7 +225,8 @@ CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEF
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz, lease_token bigint)
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+    SET enable_mergejoin = off SET jit = off
     SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
@@ -441,7 +442,8 @@ $$;
 -- the table: 19 ms per batch of 24 at 15,000 rows (BENCHMARKS.md, P3). A batch only ever
 -- touches its own rows, found by primary key.
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+    SET enable_mergejoin = off SET jit = off
     SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
@@ -651,7 +653,8 @@ $$;
 -- (the lease token is not reused: the next claim issues a new one).
 -- Plans: as in hooks.complete.
 CREATE OR REPLACE FUNCTION hooks.release(sender_id text, deliveries jsonb) RETURNS integer
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
+    SET enable_mergejoin = off SET jit = off
     SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE

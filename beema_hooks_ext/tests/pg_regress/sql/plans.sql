@@ -45,3 +45,50 @@ SELECT DISTINCT m[1] AS key_name, hooks._lock_key(m[1]) IS NOT NULL AS known
   FROM pg_proc p CROSS JOIN LATERAL regexp_matches(p.prosrc, '_lock_key\(''(\w+)''\)', 'g') AS m
  WHERE p.pronamespace = 'hooks'::regnamespace
  ORDER BY 1;
+
+-- A claim reads the rows it claims, not the whole backlog; a batch of results reads its own
+-- rows, not every lease its sender holds. The plans are generic (made at a session's first
+-- call, from the statistics of then, here: 20,000 due rows whose due times are not in the
+-- table's order, as retries and expired leases leave them, and none in flight), so these count
+-- the rows hooks.queue gave to the calls (idx_tup_fetch: rows fetched through its indexes).
+CREATE FUNCTION pg_temp.queue_rows_fetched() RETURNS bigint LANGUAGE sql AS $$
+    SELECT idx_tup_fetch + coalesce(seq_tup_read, 0) FROM pg_stat_user_tables
+     WHERE relid = 'hooks.queue'::regclass
+$$;
+SET stats_fetch_consistency = none;
+SET hooks.max_in_flight_per_webhook = 0;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret)
+VALUES ('backlog', 'backlog', 'backlog/item', 'https://receiver.example/backlog', 'backlog-secret');
+INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+SELECT 'backlog', 'backlog/item', 'b' || i, '{"event":"backlog/item"}' FROM generate_series(1, 20000) i;
+WITH o AS (
+    INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, 'backlog', 'backlog/item'
+      FROM hooks.webhooks w JOIN hooks.events e ON e.tenant_id = w.tenant_id
+     WHERE w.tenant_id = 'backlog'
+     ORDER BY e.event_id
+    RETURNING delivery_id, webhook_id, tenant_id, created_at)
+INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, status, next_attempt_at)
+SELECT o.delivery_id, o.webhook_id, o.tenant_id, 'pending', o.created_at - random() * interval '1 hour' FROM o;
+ANALYZE hooks.outbox, hooks.queue, hooks.outcomes, hooks.events;
+SELECT pg_stat_force_next_flush();
+SELECT pg_temp.queue_rows_fetched() AS before \gset
+SELECT count(*) AS claimed FROM hooks.claim('plans-sender', 10);
+SELECT pg_stat_force_next_flush();
+SELECT pg_temp.queue_rows_fetched() - :before < 200 AS claim_read_under_200_rows;
+-- 1,000 more leases for the same sender, then 10 results that lead to retries
+SELECT count(*) AS claimed FROM hooks.claim('plans-sender', 1000);
+SELECT jsonb_agg(jsonb_build_object('delivery_id', q.delivery_id, 'attempt_number', q.attempt_number,
+                                    'lease_token', q.lease_token, 'status_code', 500,
+                                    'error', NULL, 'response_body', 'down', 'duration_ms', 5)) AS results
+  FROM (SELECT * FROM hooks.queue WHERE lease_owner = 'plans-sender' ORDER BY delivery_id LIMIT 10) q \gset
+SELECT pg_stat_force_next_flush();
+SELECT pg_temp.queue_rows_fetched() AS before \gset
+SELECT hooks.complete('plans-sender', :'results') AS applied;
+SELECT pg_stat_force_next_flush();
+SELECT pg_temp.queue_rows_fetched() - :before < 200 AS results_read_under_200_rows;
+SELECT status, count(*) FROM hooks.queue WHERE tenant_id = 'backlog' GROUP BY status ORDER BY status;
+RESET hooks.max_in_flight_per_webhook;
+RESET stats_fetch_consistency;
+DELETE FROM hooks.webhooks WHERE tenant_id = 'backlog';
+DELETE FROM hooks.events WHERE tenant_id = 'backlog';

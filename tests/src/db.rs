@@ -351,6 +351,11 @@ impl Webhook {
             serde_json::json!({"maxAttempts": max_attempts, "backoffMs": backoff_ms});
         self
     }
+    /// The whole `retry_config` (a backoff strategy, jitter off, ...).
+    pub fn retry_config(mut self, config: Value) -> Self {
+        self.retry_config = config;
+        self
+    }
     pub fn timeout_ms(mut self, ms: i32) -> Self {
         self.timeout_ms = ms;
         self

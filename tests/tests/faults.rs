@@ -240,6 +240,75 @@ async fn retry_after_is_honoured() {
     db.cleanup().await;
 }
 
+/// Backoff strategies with the real sender, jitter off, every attempt answered 500: `linear`
+/// (300 ms x n) waits at least 300, 600 and 900 ms before retries 2, 3 and 4; `fixed` (300 ms)
+/// waits at least 300 ms each time and does not grow (exponential would wait 1,200 ms before the
+/// fourth attempt). Both end `failed` after maxAttempts.
+#[tokio::test]
+async fn backoff_strategies_space_the_retries() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    rx.always("/linear", Reply::status(500));
+    rx.always("/fixed", Reply::status(500));
+    for (name, strategy) in [("linear", "linear"), ("fixed", "fixed")] {
+        db.register(
+            &Webhook::new(name, "acme", "*", &rx.url(&format!("/{name}"))).retry_config(json!({
+                "maxAttempts": 4, "backoffMs": 300, "strategy": strategy, "jitter": false
+            })),
+        )
+        .await;
+    }
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    db.publish(&json!({"event": "policy/bound", "data": {"tenantId": "acme"}}))
+        .await;
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) FILTER (WHERE status = 'failed') = 2 FROM hooks.deliveries",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let gaps = |path: &str| -> Vec<Duration> {
+        let reqs = rx.requests_to(path);
+        assert_eq!(reqs.len(), 4, "{path}: maxAttempts 4");
+        reqs.windows(2)
+            .map(|w| w[1].at.duration_since(w[0].at))
+            .collect()
+    };
+    let linear = gaps("/linear");
+    let fixed = gaps("/fixed");
+    println!("linear: gaps {linear:?}; fixed: gaps {fixed:?}");
+    // Each delay starts when the result is written, after the request arrived: a lower bound.
+    for (gap, want) in linear.iter().zip([300, 600, 900]) {
+        assert!(
+            *gap >= Duration::from_millis(want),
+            "linear: {linear:?}, wanted at least {want} ms"
+        );
+    }
+    for gap in &fixed {
+        assert!(*gap >= Duration::from_millis(300), "fixed: {fixed:?}");
+    }
+    assert!(
+        fixed[2] < Duration::from_millis(1200),
+        "fixed: the fourth attempt came {:?} after the third, as if the delay grew: {fixed:?}",
+        fixed[2]
+    );
+    let codes: Vec<(String, i32)> = db
+        .client()
+        .query(
+            "SELECT status, attempt_number FROM hooks.deliveries ORDER BY delivery_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(codes, [("failed".to_owned(), 4), ("failed".to_owned(), 4)]);
+    drop(sender);
+    db.cleanup().await;
+}
+
 /// The receiver answers after 3 s, the webhook's timeout is 1 s: the attempt fails with an error
 /// naming the timeout, no status code, and a duration near the timeout.
 #[tokio::test]

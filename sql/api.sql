@@ -15,6 +15,7 @@ BEGIN
     PERFORM hooks._check_webhook(NEW.tenant_id, NEW.webhook_name, NEW.event_type, NEW.url,
                                  NEW.headers::text, NEW.retry_config::text, NEW.timeout_ms,
                                  NEW.secret);
+    PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -25,9 +26,43 @@ BEGIN
 END
 $$;
 
+-- A webhook's payload filters, checked on write (22023): `filter` a JSON object of at most 8 kB
+-- (an event contains it or not); `filter_path` a jsonpath predicate of at most 2 kB that gives
+-- true or false (such as '$.data.amount > 1000'), which is tried on an empty object here so that
+-- a path that selects a value instead ('$.data.amount') is refused now, not skipped at publish.
+CREATE FUNCTION hooks._check_filter(filter jsonb, filter_path jsonpath) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter: filter must be a JSON object that events contain, got %',
+                        jsonb_typeof(filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"data": {"status": "bound"}}; set it to NULL for no filter.';
+    END IF;
+    IF octet_length(filter::text) > 8192 THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter: filter is % bytes; at most 8192', octet_length(filter::text)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(filter_path::text) > 2048 THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter_path: filter_path is % bytes; at most 2048',
+                        octet_length(filter_path::text)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF filter_path IS NOT NULL THEN
+        BEGIN
+            PERFORM jsonb_path_match('{}', filter_path);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'hooks.webhooks: invalid filter_path: % is not a predicate (%)', filter_path, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A predicate gives true or false, such as $.data.amount > 1000 or $.data.flag == true.';
+        END;
+    END IF;
+END
+$$;
+
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms ON hooks.webhooks
+                               retry_config, timeout_ms, filter, filter_path ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 
 -- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
@@ -333,8 +368,29 @@ LANGUAGE sql STABLE AS $$
        AND hooks.pattern_matches(w.event_type, $1)
 $$;
 
+-- Whether an event passes a webhook's payload filters: its body (as receivers get it) contains
+-- `filter` and `filter_path` holds for it. A predicate that cannot be evaluated on this event (a type mismatch, a missing
+-- field in strict mode) counts as false: a filter never aborts the publishing transaction.
+-- Inlined into hooks.publish; a webhook without filters costs two NULL tests.
+CREATE FUNCTION hooks._passes_filter(filter jsonb, filter_path jsonpath, event jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ($1 IS NULL OR $3 @> $1)
+       AND ($2 IS NULL OR coalesce(jsonb_path_match($3, $2, '{}', true), false))
+$$;
+
+-- The webhooks hooks.publish would deliver an event to: matched by type and tenant as
+-- hooks.match(event_type, tenant_id) does, and passing their payload filters. An invalid event
+-- raises what hooks.publish raises for it.
+CREATE FUNCTION hooks.match(event jsonb) RETURNS SETOF hooks.webhooks
+LANGUAGE sql STABLE AS $$
+    SELECT m.*
+      FROM hooks._prepare_event($1::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
+     CROSS JOIN LATERAL hooks.match(p.event_type, p.tenant_id) AS m
+     WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb)
+$$;
+
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one
--- delivery per matching webhook (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
+-- delivery per matching webhook whose payload filters it passes (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
 -- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
 -- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
@@ -374,7 +430,8 @@ BEGIN
     END IF;
 
     IF hooks._enqueue(v_id, p.tenant_id, p.event_type,
-                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m)) > 0 THEN
+                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m
+                             WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb))) > 0 THEN
         -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;

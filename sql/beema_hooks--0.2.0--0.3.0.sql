@@ -753,7 +753,8 @@ BEGIN
     END IF;
 
     IF hooks._enqueue(v_id, p.tenant_id, p.event_type,
-                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m)) > 0 THEN
+                      ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m
+                             WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb))) > 0 THEN
         -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
@@ -813,7 +814,8 @@ BEGIN
     SELECT array_agg(w.webhook_id) INTO v_webhooks
       FROM hooks.webhooks w
      WHERE CASE WHEN replay_event.webhook_id IS NULL
-                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
+                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m
+                                       WHERE hooks._passes_filter(m.filter, m.filter_path, e.body::jsonb))
                 ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END;
     -- Webhooks that had a delivery of this event: it starts over with a new uuid (unless in
     -- flight); the others get a new delivery.
@@ -1374,3 +1376,159 @@ CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+
+-------------------------------------------------------------------------------------------------
+-- Payload filters (README, "Payload filters"): two new columns of hooks.webhooks, checked on
+-- write and by hooks.publish; hooks.create_webhook takes them (a new signature: dropped and
+-- created again, privileges set again below), hooks.update_webhook changes them, and the new
+-- hooks.match(event jsonb) applies them.
+-------------------------------------------------------------------------------------------------
+
+ALTER TABLE hooks.webhooks ADD COLUMN filter jsonb;
+ALTER TABLE hooks.webhooks ADD COLUMN filter_path jsonpath;
+
+-- A webhook's payload filters, checked on write (22023): `filter` a JSON object of at most 8 kB
+-- (an event contains it or not); `filter_path` a jsonpath predicate of at most 2 kB that gives
+-- true or false (such as '$.data.amount > 1000'), which is tried on an empty object here so that
+-- a path that selects a value instead ('$.data.amount') is refused now, not skipped at publish.
+CREATE FUNCTION hooks._check_filter(filter jsonb, filter_path jsonpath) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter: filter must be a JSON object that events contain, got %',
+                        jsonb_typeof(filter)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example {"data": {"status": "bound"}}; set it to NULL for no filter.';
+    END IF;
+    IF octet_length(filter::text) > 8192 THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter: filter is % bytes; at most 8192', octet_length(filter::text)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(filter_path::text) > 2048 THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid filter_path: filter_path is % bytes; at most 2048',
+                        octet_length(filter_path::text)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF filter_path IS NOT NULL THEN
+        BEGIN
+            PERFORM jsonb_path_match('{}', filter_path);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'hooks.webhooks: invalid filter_path: % is not a predicate (%)', filter_path, SQLERRM
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A predicate gives true or false, such as $.data.amount > 1000 or $.data.flag == true.';
+        END;
+    END IF;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION hooks._webhook_before_write() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.secret IS NULL OR NEW.secret = '' THEN
+        NEW.secret := hooks.generate_secret();
+    END IF;
+    -- STRICT: NULL columns skip the check and hit the NOT NULL constraints (23502) instead.
+    PERFORM hooks._check_webhook(NEW.tenant_id, NEW.webhook_name, NEW.event_type, NEW.url,
+                                 NEW.headers::text, NEW.retry_config::text, NEW.timeout_ms,
+                                 NEW.secret);
+    PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
+    IF TG_OP = 'UPDATE' THEN
+        NEW.updated_at := now();
+    END IF;
+    IF NEW.enabled THEN
+        NEW.disabled_reason := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER webhooks_before_write ON hooks.webhooks;
+CREATE TRIGGER webhooks_before_write
+    BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
+                               retry_config, timeout_ms, filter, filter_path ON hooks.webhooks
+    FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
+
+-- Whether an event passes a webhook's payload filters: its body (as receivers get it) contains
+-- `filter` and `filter_path` holds for it. A predicate that cannot be evaluated on this event (a type mismatch, a missing
+-- field in strict mode) counts as false: a filter never aborts the publishing transaction.
+-- Inlined into hooks.publish; a webhook without filters costs two NULL tests.
+CREATE FUNCTION hooks._passes_filter(filter jsonb, filter_path jsonpath, event jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ($1 IS NULL OR $3 @> $1)
+       AND ($2 IS NULL OR coalesce(jsonb_path_match($3, $2, '{}', true), false))
+$$;
+
+-- The webhooks hooks.publish would deliver an event to: matched by type and tenant as
+-- hooks.match(event_type, tenant_id) does, and passing their payload filters. An invalid event
+-- raises what hooks.publish raises for it.
+CREATE FUNCTION hooks.match(event jsonb) RETURNS SETOF hooks.webhooks
+LANGUAGE sql STABLE AS $$
+    SELECT m.*
+      FROM hooks._prepare_event($1::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
+     CROSS JOIN LATERAL hooks.match(p.event_type, p.tenant_id) AS m
+     WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb)
+$$;
+
+DROP FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text);
+-- Registers a webhook and returns it (with its secret: generated as whsec_... when NULL).
+CREATE FUNCTION hooks.create_webhook(
+    tenant_id text, webhook_name text, event_type text, url text,
+    secret text DEFAULT NULL,
+    headers jsonb DEFAULT '{}',
+    retry_config jsonb DEFAULT '{"maxAttempts":3,"backoffMs":1000}',
+    timeout_ms integer DEFAULT 10000,
+    created_by text DEFAULT current_user,
+    filter jsonb DEFAULT NULL,
+    filter_path jsonpath DEFAULT NULL)
+RETURNS hooks.webhooks
+LANGUAGE sql AS $$
+    INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
+                                retry_config, timeout_ms, created_by, filter, filter_path)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
+            coalesce($8, 10000), $9, $10, $11)
+    RETURNING *
+$$;
+
+-- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
+-- timeout_ms, enabled, filter, filter_path; a JSON null filter or filter_path removes it);
+-- other keys raise 22023.
+CREATE OR REPLACE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
+LANGUAGE plpgsql AS $$
+DECLARE
+    w   hooks.webhooks := hooks._webhook(webhook_id);
+    bad text;
+BEGIN
+    IF changes IS NULL OR jsonb_typeof(changes) <> 'object' THEN
+        RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys(changes) k
+     WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
+                     'filter', 'filter_path')
+     LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'update_webhook cannot change %', bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path; use hooks.rotate_secret for the secret.';
+    END IF;
+    UPDATE hooks.webhooks x
+       SET webhook_name = coalesce(changes->>'webhook_name', x.webhook_name),
+           event_type   = coalesce(changes->>'event_type', x.event_type),
+           url          = coalesce(changes->>'url', x.url),
+           headers      = coalesce(changes->'headers', x.headers),
+           retry_config = coalesce(changes->'retry_config', x.retry_config),
+           timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
+           enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
+           filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
+           filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
+                               ELSE x.filter_path END
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath)
+    TO hooks_admin;

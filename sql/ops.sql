@@ -112,18 +112,21 @@ CREATE FUNCTION hooks.create_webhook(
     headers jsonb DEFAULT '{}',
     retry_config jsonb DEFAULT '{"maxAttempts":3,"backoffMs":1000}',
     timeout_ms integer DEFAULT 10000,
-    created_by text DEFAULT current_user)
+    created_by text DEFAULT current_user,
+    filter jsonb DEFAULT NULL,
+    filter_path jsonpath DEFAULT NULL)
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
-                                retry_config, timeout_ms, created_by)
+                                retry_config, timeout_ms, created_by, filter, filter_path)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9)
+            coalesce($8, 10000), $9, $10, $11)
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled); other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path; a JSON null filter or filter_path removes it);
+-- other keys raise 22023.
 CREATE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -134,12 +137,13 @@ BEGIN
         RAISE EXCEPTION 'changes must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
-     WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled')
+     WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
+                     'filter', 'filter_path')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path; use hooks.rotate_secret for the secret.';
     END IF;
     UPDATE hooks.webhooks x
        SET webhook_name = coalesce(changes->>'webhook_name', x.webhook_name),
@@ -148,7 +152,10 @@ BEGIN
            headers      = coalesce(changes->'headers', x.headers),
            retry_config = coalesce(changes->'retry_config', x.retry_config),
            timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
-           enabled      = coalesce((changes->>'enabled')::boolean, x.enabled)
+           enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
+           filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
+           filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
+                               ELSE x.filter_path END
      WHERE x.webhook_id = w.webhook_id
     RETURNING * INTO w;
     RETURN w;
@@ -243,8 +250,8 @@ BEGIN
 END
 $$;
 
--- Replays an event to every webhook that matches it now (or only `webhook_id`, which must belong
--- to the event's tenant). Each replayed delivery gets a new delivery uuid, since receivers dedup
+-- Replays an event to every webhook that matches it now, payload filters included (or only to
+-- `webhook_id`, which must belong to the event's tenant, whatever its filters). Each replayed delivery gets a new delivery uuid, since receivers dedup
 -- on it; deliveries in flight are left alone. Returns the number of deliveries queued; when
 -- any, the senders are woken on commit.
 CREATE FUNCTION hooks.replay_event(event_id bigint, webhook_id bigint DEFAULT NULL) RETURNS integer
@@ -266,7 +273,8 @@ BEGIN
     SELECT array_agg(w.webhook_id) INTO v_webhooks
       FROM hooks.webhooks w
      WHERE CASE WHEN replay_event.webhook_id IS NULL
-                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m)
+                THEN w.webhook_id IN (SELECT m.webhook_id FROM hooks.match(e.event_type, e.tenant_id) m
+                                       WHERE hooks._passes_filter(m.filter, m.filter_path, e.body::jsonb))
                 ELSE w.webhook_id = replay_event.webhook_id AND w.enabled END;
     -- Webhooks that had a delivery of this event: it starts over with a new uuid (unless in
     -- flight); the others get a new delivery.

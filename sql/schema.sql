@@ -41,6 +41,10 @@ CREATE TABLE hooks.webhooks (
     -- their failures count once, with the one that opened it
     breaker_level   integer     NOT NULL DEFAULT 0,
     breaker_fence   bigint,
+    -- payload filters (README, "Payload filters"), checked by hooks.publish: the event must
+    -- contain `filter` (jsonb @>) and satisfy the jsonpath predicate `filter_path`; NULL: none
+    filter          jsonb,
+    filter_path     jsonpath,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
 );
 

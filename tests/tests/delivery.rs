@@ -1,6 +1,7 @@
 //! Deliveries with the real sender and the local receiver: fan-out to every matching webhook and
 //! nothing else, the wire format checked header by header with independent signature code, a
-//! rolled-back publish sends nothing, a sender started after the publish still delivers.
+//! rolled-back publish sends nothing, a sender started after the publish still delivers, payload
+//! filters decide which events a webhook gets.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -332,6 +333,83 @@ async fn sender_started_after_the_publish_still_delivers() {
         metrics.contains("# TYPE"),
         "/metrics is Prometheus text:\n{metrics}"
     );
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// Payload filters with the real sender: a webhook with a containment filter gets only the
+/// events whose body contains it, one with a jsonpath predicate only those it holds for (an
+/// event where the predicate meets a string instead of a number is skipped, and its publish
+/// commits), and an unfiltered webhook gets them all, signed as always.
+#[tokio::test]
+async fn payload_filters_decide_which_events_are_sent() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("all", "acme", "policy/*", &rx.url("/all")))
+        .await;
+    let (bound_id, bound_secret) = db
+        .register(&Webhook::new(
+            "bound",
+            "acme",
+            "policy/*",
+            &rx.url("/bound"),
+        ))
+        .await;
+    let (large_id, _) = db
+        .register(&Webhook::new(
+            "large",
+            "acme",
+            "policy/*",
+            &rx.url("/large"),
+        ))
+        .await;
+    db.client()
+        .execute(
+            "UPDATE hooks.webhooks SET filter = '{\"data\": {\"status\": \"bound\"}}' WHERE webhook_id = $1",
+            &[&bound_id],
+        )
+        .await
+        .unwrap();
+    db.client()
+        .execute(
+            "UPDATE hooks.webhooks SET filter_path = '$.data.premium > 1000' WHERE webhook_id = $1",
+            &[&large_id],
+        )
+        .await
+        .unwrap();
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    let events = [
+        json!({"event": "policy/bound", "data": {"tenantId": "acme", "n": 1, "status": "bound", "premium": 500}}),
+        json!({"event": "policy/bound", "data": {"tenantId": "acme", "n": 2, "status": "bound", "premium": 5000}}),
+        json!({"event": "policy/quoted", "data": {"tenantId": "acme", "n": 3, "status": "quoted", "premium": 1500}}),
+        json!({"event": "policy/quoted", "data": {"tenantId": "acme", "n": 4, "status": "quoted", "premium": "a lot"}}),
+    ];
+    for e in &events {
+        db.publish(e).await;
+    }
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 8 AND bool_and(status = 'success') FROM hooks.deliveries",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let ns = |path: &str| -> Vec<i64> {
+        let mut n: Vec<i64> = rx
+            .requests_to(path)
+            .iter()
+            .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(ns("/all"), [1, 2, 3, 4], "no filter: every event");
+    assert_eq!(ns("/bound"), [1, 2], "filter {{data: {{status: bound}}}}");
+    assert_eq!(ns("/large"), [2, 3], "filter_path $.data.premium > 1000");
+    for r in rx.requests_to("/bound") {
+        r.verify(&bound_secret).unwrap();
+    }
+    assert_eq!(db.count("hooks.events").await, 4, "every publish committed");
     drop(sender);
     db.cleanup().await;
 }

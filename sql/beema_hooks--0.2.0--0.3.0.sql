@@ -723,6 +723,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p        record;
     v_id     bigint;
+    v_body   jsonb;
 BEGIN
     IF event IS NULL THEN
         RAISE EXCEPTION 'hooks.publish: event must not be NULL'
@@ -752,9 +753,11 @@ BEGIN
         RETURN v_id;
     END IF;
 
+    -- the body as receivers get it, parsed once for the payload filters of every match
+    v_body := p.body::jsonb;
     IF hooks._enqueue(v_id, p.tenant_id, p.event_type,
                       ARRAY(SELECT m.webhook_id FROM hooks.match(p.event_type, p.tenant_id) m
-                             WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb))) > 0 THEN
+                             WHERE hooks._passes_filter(m.filter, m.filter_path, v_body))) > 0 THEN
         -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;

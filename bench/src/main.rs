@@ -1408,12 +1408,42 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
                 &publish_script(&et, Some("fan")),
             )?;
             let r = ctx.write(&format!("fan_raw_{n}.sql"), &raw_script(&et, Some("fan"), split))?;
-            cases.push((n, lo, p, r));
+            cases.push((format!("{n} matching/event"), n, lo, p, r));
+        }
+        // 100 webhooks whose pattern matches, each with a payload filter: 50 containment
+        // filters and 50 jsonpath predicates, 5 of each passing, so 10 deliveries per event
+        // (compare with 10 matching/event above, and with the raw 1+10 rows).
+        {
+            let et = "fan/filtered";
+            db.execute(
+                "INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, filter, filter_path)
+                 SELECT 'fan', 'filtered-' || i, $1::text, $2::text,
+                        CASE WHEN i <= 50 THEN jsonb_build_object('data', jsonb_build_object('tenantId',
+                                                   CASE WHEN i <= 5 THEN 'fan' ELSE 'other-' || i END)) END,
+                        CASE WHEN i > 50 THEN format('$.data.tenantId == \"%s\"',
+                                                   CASE WHEN i <= 55 THEN 'fan' ELSE 'other-' || i END)::jsonpath END
+                   FROM generate_series(1, 100) i ORDER BY i",
+                &[&et, &ctx.receiver.url("")],
+            )
+            .await?;
+            let row = db
+                .query_one(
+                    &format!("SELECT count(*), min(webhook_id) FROM hooks.match('{}'::jsonb)", event_json(et, "fan")),
+                    &[],
+                )
+                .await?;
+            let (cnt, lo): (i64, i64) = (row.get(0), row.get(1));
+            if cnt != 10 {
+                bail!("fan-out fixture: {et} passed the filters of {cnt} webhooks, want 10");
+            }
+            let p = ctx.write("fan_publish_filtered.sql", &publish_script(et, Some("fan")))?;
+            let r = ctx.write("fan_raw_filtered.sql", &raw_script(et, Some("fan"), split))?;
+            cases.push(("100 filtered webhooks, 10 pass".to_owned(), 10, lo, p, r));
         }
         db.batch_execute("ANALYZE hooks.webhooks").await?;
         let mut tps: Vec<[Vec<f64>; 2]> = vec![Default::default(); cases.len()];
         for run in 0..ctx.runs {
-            for (ci, (n, lo, p, r)) in cases.iter().enumerate() {
+            for (ci, (_, n, lo, p, r)) in cases.iter().enumerate() {
                 let defines = [("lo", lo.to_string()), ("n", n.to_string())];
                 for vi in if run % 2 == 0 { [0, 1] } else { [1, 0] } {
                     let script = if vi == 0 { r } else { p };
@@ -1423,10 +1453,10 @@ async fn fanout(ctx: &mut Ctx) -> Res<()> {
                 }
             }
         }
-        for (ci, (n, ..)) in cases.iter().enumerate() {
+        for (ci, (label, n, ..)) in cases.iter().enumerate() {
             ctx.figure(Figure {
                 bench: "FAN",
-                name: format!("publish tps, {n} matching/event, 1 client"),
+                name: format!("publish tps, {label}, 1 client"),
                 unit: "tps",
                 runs: tps[ci][1].clone(),
                 baseline_name: format!("raw 1+{n} rows"),

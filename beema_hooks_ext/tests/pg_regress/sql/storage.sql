@@ -10,7 +10,7 @@ LANGUAGE sql AS $$
            (SELECT count(*) FROM hooks.attempts a WHERE a.delivery_id = o.delivery_id)
       FROM hooks.outbox o JOIN hooks.deliveries d USING (delivery_id)
       JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
-     ORDER BY o.delivery_id
+     ORDER BY o.event_type, w.webhook_name  -- (publish queues a match's deliveries in no set order)
 $$;
 SELECT count(*) FROM hooks.create_webhook('acme', 'a', 'x/*', 'https://a.example/');
 SELECT count(*) FROM hooks.create_webhook('acme', 'b', '*', 'https://b.example/',
@@ -24,14 +24,14 @@ SELECT hooks.complete('s', (SELECT jsonb_agg(jsonb_build_object('delivery_id', d
            'attempt_number', attempt_number, 'lease_token', lease_token, 'status_code', 503,
            'response_body', 'busy', 'duration_ms', 4)) FROM hooks.claim('s', 10))) AS applied;
 SELECT p.webhook, p.status, p.in_queue, p.in_outcomes, p.attempts, d.status_code, d.error_message, d.response_body
-  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id) ORDER BY p.delivery_id;
+  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id) ORDER BY p.event_type, p.webhook;
 -- an UPDATE of the view moves a row through the state machine: final -> live and live -> final
 UPDATE hooks.deliveries SET status = 'pending', attempt_number = 0
  WHERE webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'b');
 UPDATE hooks.deliveries SET status = 'cancelled', error_message = 'by hand'
  WHERE webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'a');
 SELECT p.webhook, p.status, p.in_queue, p.in_outcomes, p.attempts, d.error_message
-  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id) ORDER BY p.delivery_id;
+  FROM pg_temp.placement() p JOIN hooks.deliveries d USING (delivery_id) ORDER BY p.event_type, p.webhook;
 -- a delivery's id, webhook, event and tenant do not change
 SELECT sqlstate_of($$UPDATE hooks.deliveries SET tenant_id = 'other'$$);
 -- an INSERT into the view queues a live status and records a final one

@@ -16,6 +16,8 @@ BEGIN
                                  NEW.headers::text, NEW.retry_config::text, NEW.timeout_ms,
                                  NEW.secret);
     PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
+    NEW.event_types := nullif(NEW.event_types, '{}');
+    PERFORM hooks._check_patterns(NEW.event_types);
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -62,8 +64,32 @@ $$;
 
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms, filter, filter_path ON hooks.webhooks
+                               retry_config, timeout_ms, filter, filter_path, event_types ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
+
+-- Keeps hooks.webhook_patterns in step with a webhook's event_types (and tenant): its rows are
+-- written again when either changes. Runs as the extension's owner (security.sql): the table
+-- is an index, which no role writes directly.
+CREATE FUNCTION hooks._webhook_patterns_sync() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM hooks.webhook_patterns p WHERE p.webhook_id = OLD.webhook_id;
+    END IF;
+    INSERT INTO hooks.webhook_patterns (webhook_id, tenant_id, pattern)
+    SELECT DISTINCT NEW.webhook_id, NEW.tenant_id, t FROM unnest(NEW.event_types) AS t;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhooks_patterns_insert
+    AFTER INSERT ON hooks.webhooks
+    FOR EACH ROW WHEN (NEW.event_types IS NOT NULL)
+    EXECUTE FUNCTION hooks._webhook_patterns_sync();
+CREATE TRIGGER webhooks_patterns_update
+    AFTER UPDATE OF event_types, tenant_id ON hooks.webhooks
+    FOR EACH ROW WHEN (NEW.event_types IS DISTINCT FROM OLD.event_types OR NEW.tenant_id <> OLD.tenant_id)
+    EXECUTE FUNCTION hooks._webhook_patterns_sync();
 
 -- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
 CREATE FUNCTION hooks._webhook_after_disable() RETURNS trigger
@@ -353,10 +379,12 @@ CREATE TRIGGER deliveries_delete
 -- Matching and publishing.
 -------------------------------------------------------------------------------------------------
 
--- The enabled webhooks of a tenant whose pattern selects an event type. hooks.publish uses this
--- very function (the planner inlines it). Exact patterns are found through an index; wildcard
--- patterns through their literal prefix (hooks._prefixes(), in Rust), then tested with
--- hooks.pattern_matches(), so a tenant's unrelated patterns are never read.
+-- The enabled webhooks of a tenant whose pattern (event_type, or one of its event_types)
+-- selects an event type, each once. hooks.publish uses this very function (the planner inlines
+-- it). Exact patterns are found through an index; wildcard patterns through their literal
+-- prefix (hooks._prefixes(), in Rust), then tested with hooks.pattern_matches(), so a tenant's
+-- unrelated patterns are never read. Further patterns (hooks.webhook_patterns) the same way; a
+-- webhook they select is left out when its event_type selected it already.
 CREATE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
     SELECT w.* FROM hooks.webhooks w
@@ -366,6 +394,17 @@ LANGUAGE sql STABLE AS $$
      WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern
        AND w.pattern_prefix = ANY (hooks._prefixes($1))
        AND hooks.pattern_matches(w.event_type, $1)
+    UNION ALL
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.webhook_id IN (SELECT p.webhook_id FROM hooks.webhook_patterns p
+                             WHERE p.tenant_id = $2 AND NOT p.is_pattern AND p.pattern = $1
+                            UNION ALL
+                            SELECT p.webhook_id FROM hooks.webhook_patterns p
+                             WHERE p.tenant_id = $2 AND p.is_pattern
+                               AND p.pattern_prefix = ANY (hooks._prefixes($1))
+                               AND hooks.pattern_matches(p.pattern, $1))
+       AND w.tenant_id = $2 AND w.enabled
+       AND NOT hooks.pattern_matches(w.event_type, $1)
 $$;
 
 -- Whether an event passes a webhook's payload filters: its body (as receivers get it) contains

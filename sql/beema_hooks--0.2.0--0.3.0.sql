@@ -1381,14 +1381,43 @@ CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 
 -------------------------------------------------------------------------------------------------
--- Payload filters (README, "Payload filters"): two new columns of hooks.webhooks, checked on
--- write and by hooks.publish; hooks.create_webhook takes them (a new signature: dropped and
--- created again, privileges set again below), hooks.update_webhook changes them, and the new
--- hooks.match(event jsonb) applies them.
+-- Webhooks: payload filters (README, "Payload filters") and several event types per webhook
+-- (README, "Several event types per webhook"). New columns filter, filter_path and event_types
+-- (NULL: none; no rewrite), checked on write; hooks.webhook_patterns, the index of the further
+-- patterns of event_types, kept by two triggers; hooks.match looking there too, and the new
+-- hooks.match(event jsonb) applying the filters; hooks.create_webhook taking the new columns (a
+-- new signature: dropped and created again, privileges set again below); hooks.update_webhook
+-- changing them. hooks.publish and hooks.replay_event (above) apply the filters.
 -------------------------------------------------------------------------------------------------
 
 ALTER TABLE hooks.webhooks ADD COLUMN filter jsonb;
 ALTER TABLE hooks.webhooks ADD COLUMN filter_path jsonpath;
+ALTER TABLE hooks.webhooks ADD COLUMN event_types text[];
+
+-- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
+-- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
+-- Empty while no webhook lists further patterns: then publish's extra cost is two probes of
+-- empty indexes.
+CREATE TABLE hooks.webhook_patterns (
+    webhook_id      bigint NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    tenant_id       text   NOT NULL,
+    pattern         text   NOT NULL,
+    is_pattern      boolean GENERATED ALWAYS AS (strpos(pattern, '*') > 0) STORED,
+    pattern_prefix  text    GENERATED ALWAYS AS (
+        CASE WHEN strpos(pattern, '*') > 0 THEN left(pattern, strpos(pattern, '*') - 1) END) STORED,
+    PRIMARY KEY (webhook_id, pattern)
+);
+CREATE INDEX webhook_patterns_exact_idx  ON hooks.webhook_patterns (tenant_id, pattern) WHERE NOT is_pattern;
+CREATE INDEX webhook_patterns_prefix_idx ON hooks.webhook_patterns (tenant_id, pattern_prefix) WHERE is_pattern;
+
+
+-- hooks._check_patterns (Rust): validates event_types, naming the element
+CREATE FUNCTION hooks."_check_patterns"(
+	"event_types" TEXT[] /* Array < & str > */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_patterns_wrapper';
 
 -- A webhook's payload filters, checked on write (22023): `filter` a JSON object of at most 8 kB
 -- (an event contains it or not); `filter_path` a jsonpath predicate of at most 2 kB that gives
@@ -1436,6 +1465,8 @@ BEGIN
                                  NEW.headers::text, NEW.retry_config::text, NEW.timeout_ms,
                                  NEW.secret);
     PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
+    NEW.event_types := nullif(NEW.event_types, '{}');
+    PERFORM hooks._check_patterns(NEW.event_types);
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -1449,8 +1480,60 @@ $$;
 DROP TRIGGER webhooks_before_write ON hooks.webhooks;
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms, filter, filter_path ON hooks.webhooks
+                               retry_config, timeout_ms, filter, filter_path, event_types ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
+
+-- Keeps hooks.webhook_patterns in step with a webhook's event_types (and tenant): its rows are
+-- written again when either changes. Runs as the extension's owner (security.sql): the table
+-- is an index, which no role writes directly.
+CREATE FUNCTION hooks._webhook_patterns_sync() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM hooks.webhook_patterns p WHERE p.webhook_id = OLD.webhook_id;
+    END IF;
+    INSERT INTO hooks.webhook_patterns (webhook_id, tenant_id, pattern)
+    SELECT DISTINCT NEW.webhook_id, NEW.tenant_id, t FROM unnest(NEW.event_types) AS t;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhooks_patterns_insert
+    AFTER INSERT ON hooks.webhooks
+    FOR EACH ROW WHEN (NEW.event_types IS NOT NULL)
+    EXECUTE FUNCTION hooks._webhook_patterns_sync();
+CREATE TRIGGER webhooks_patterns_update
+    AFTER UPDATE OF event_types, tenant_id ON hooks.webhooks
+    FOR EACH ROW WHEN (NEW.event_types IS DISTINCT FROM OLD.event_types OR NEW.tenant_id <> OLD.tenant_id)
+    EXECUTE FUNCTION hooks._webhook_patterns_sync();
+
+-- The enabled webhooks of a tenant whose pattern (event_type, or one of its event_types)
+-- selects an event type, each once. hooks.publish uses this very function (the planner inlines
+-- it). Exact patterns are found through an index; wildcard patterns through their literal
+-- prefix (hooks._prefixes(), in Rust), then tested with hooks.pattern_matches(), so a tenant's
+-- unrelated patterns are never read. Further patterns (hooks.webhook_patterns) the same way; a
+-- webhook they select is left out when its event_type selected it already.
+CREATE OR REPLACE FUNCTION hooks.match(event_type text, tenant_id text) RETURNS SETOF hooks.webhooks
+LANGUAGE sql STABLE AS $$
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.tenant_id = $2 AND w.enabled AND NOT w.is_pattern AND w.event_type = $1
+    UNION ALL
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.tenant_id = $2 AND w.enabled AND w.is_pattern
+       AND w.pattern_prefix = ANY (hooks._prefixes($1))
+       AND hooks.pattern_matches(w.event_type, $1)
+    UNION ALL
+    SELECT w.* FROM hooks.webhooks w
+     WHERE w.webhook_id IN (SELECT p.webhook_id FROM hooks.webhook_patterns p
+                             WHERE p.tenant_id = $2 AND NOT p.is_pattern AND p.pattern = $1
+                            UNION ALL
+                            SELECT p.webhook_id FROM hooks.webhook_patterns p
+                             WHERE p.tenant_id = $2 AND p.is_pattern
+                               AND p.pattern_prefix = ANY (hooks._prefixes($1))
+                               AND hooks.pattern_matches(p.pattern, $1))
+       AND w.tenant_id = $2 AND w.enabled
+       AND NOT hooks.pattern_matches(w.event_type, $1)
+$$;
 
 -- Whether an event passes a webhook's payload filters: its body (as receivers get it) contains
 -- `filter` and `filter_path` holds for it. A predicate that cannot be evaluated on this event (a type mismatch, a missing
@@ -1483,19 +1566,20 @@ CREATE FUNCTION hooks.create_webhook(
     timeout_ms integer DEFAULT 10000,
     created_by text DEFAULT current_user,
     filter jsonb DEFAULT NULL,
-    filter_path jsonpath DEFAULT NULL)
+    filter_path jsonpath DEFAULT NULL,
+    event_types text[] DEFAULT NULL)
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
-                                retry_config, timeout_ms, created_by, filter, filter_path)
+                                retry_config, timeout_ms, created_by, filter, filter_path, event_types)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9, $10, $11)
+            coalesce($8, 10000), $9, $10, $11, $12)
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled, filter, filter_path; a JSON null filter or filter_path removes it);
--- other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path, event_types; a JSON null filter, filter_path or
+-- event_types removes it); other keys raise 22023.
 CREATE OR REPLACE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1507,12 +1591,16 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path')
+                     'filter', 'filter_path', 'event_types')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types; use hooks.rotate_secret for the secret.';
+    END IF;
+    IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
+        RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE hooks.webhooks x
        SET webhook_name = coalesce(changes->>'webhook_name', x.webhook_name),
@@ -1524,14 +1612,26 @@ BEGIN
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
-                               ELSE x.filter_path END
+                               ELSE x.filter_path END,
+           event_types  = CASE WHEN NOT changes ? 'event_types' THEN x.event_types
+                               WHEN jsonb_typeof(changes->'event_types') = 'null' THEN NULL
+                               WHEN jsonb_typeof(changes->'event_types') = 'array'
+                                   THEN ARRAY(SELECT jsonb_array_elements_text(changes->'event_types'))
+                               ELSE x.event_types END
      WHERE x.webhook_id = w.webhook_id
     RETURNING * INTO w;
     RETURN w;
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath)
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[])
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath)
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[])
     TO hooks_admin;
+GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
+ALTER FUNCTION hooks._webhook_patterns_sync() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON hooks.webhook_patterns
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);

@@ -114,19 +114,20 @@ CREATE FUNCTION hooks.create_webhook(
     timeout_ms integer DEFAULT 10000,
     created_by text DEFAULT current_user,
     filter jsonb DEFAULT NULL,
-    filter_path jsonpath DEFAULT NULL)
+    filter_path jsonpath DEFAULT NULL,
+    event_types text[] DEFAULT NULL)
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
-                                retry_config, timeout_ms, created_by, filter, filter_path)
+                                retry_config, timeout_ms, created_by, filter, filter_path, event_types)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9, $10, $11)
+            coalesce($8, 10000), $9, $10, $11, $12)
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled, filter, filter_path; a JSON null filter or filter_path removes it);
--- other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path, event_types; a JSON null filter, filter_path or
+-- event_types removes it); other keys raise 22023.
 CREATE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -138,12 +139,16 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path')
+                     'filter', 'filter_path', 'event_types')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types; use hooks.rotate_secret for the secret.';
+    END IF;
+    IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
+        RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE hooks.webhooks x
        SET webhook_name = coalesce(changes->>'webhook_name', x.webhook_name),
@@ -155,7 +160,12 @@ BEGIN
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
-                               ELSE x.filter_path END
+                               ELSE x.filter_path END,
+           event_types  = CASE WHEN NOT changes ? 'event_types' THEN x.event_types
+                               WHEN jsonb_typeof(changes->'event_types') = 'null' THEN NULL
+                               WHEN jsonb_typeof(changes->'event_types') = 'array'
+                                   THEN ARRAY(SELECT jsonb_array_elements_text(changes->'event_types'))
+                               ELSE x.event_types END
      WHERE x.webhook_id = w.webhook_id
     RETURNING * INTO w;
     RETURN w;

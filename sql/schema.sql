@@ -45,6 +45,9 @@ CREATE TABLE hooks.webhooks (
     -- contain `filter` (jsonb @>) and satisfy the jsonpath predicate `filter_path`; NULL: none
     filter          jsonb,
     filter_path     jsonpath,
+    -- further patterns (README, "Several event types per webhook"): an event matching event_type
+    -- or any of these is delivered once; NULL: event_type only. Indexed in hooks.webhook_patterns.
+    event_types     text[],
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
 );
 
@@ -52,6 +55,22 @@ CREATE TABLE hooks.webhooks (
 -- event type ('', 'claim/' for 'claim/opened'), each finding the patterns with that prefix.
 CREATE INDEX webhooks_exact_idx   ON hooks.webhooks (tenant_id, event_type) WHERE enabled AND NOT is_pattern;
 CREATE INDEX webhooks_prefix_idx  ON hooks.webhooks (tenant_id, pattern_prefix) WHERE enabled AND is_pattern;
+
+-- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
+-- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
+-- Empty while no webhook lists further patterns: then publish's extra cost is two probes of
+-- empty indexes.
+CREATE TABLE hooks.webhook_patterns (
+    webhook_id      bigint NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    tenant_id       text   NOT NULL,
+    pattern         text   NOT NULL,
+    is_pattern      boolean GENERATED ALWAYS AS (strpos(pattern, '*') > 0) STORED,
+    pattern_prefix  text    GENERATED ALWAYS AS (
+        CASE WHEN strpos(pattern, '*') > 0 THEN left(pattern, strpos(pattern, '*') - 1) END) STORED,
+    PRIMARY KEY (webhook_id, pattern)
+);
+CREATE INDEX webhook_patterns_exact_idx  ON hooks.webhook_patterns (tenant_id, pattern) WHERE NOT is_pattern;
+CREATE INDEX webhook_patterns_prefix_idx ON hooks.webhook_patterns (tenant_id, pattern_prefix) WHERE is_pattern;
 
 -- One row per published event; the body is stored once however many webhooks match.
 CREATE TABLE hooks.events (
@@ -213,3 +232,4 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');
+-- (hooks.webhook_patterns is not dumped: restoring hooks.webhooks rebuilds it by its trigger)

@@ -38,7 +38,7 @@ ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_
 
 REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath),
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[]),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
@@ -50,7 +50,7 @@ GRANT USAGE ON SCHEMA hooks TO hooks_publisher, hooks_sender, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
-GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath),
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[]),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
@@ -61,6 +61,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outb
     hooks.outcomes, hooks.attempts, hooks.senders TO hooks_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
+-- hooks.webhook_patterns is written by its trigger function only, as the extension's owner
+GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
+ALTER FUNCTION hooks._webhook_patterns_sync() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA hooks TO hooks_admin;
 
 -- The views check privileges and policies as the caller, not as their owner.
@@ -76,6 +79,7 @@ ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON hooks.webhooks
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
@@ -89,6 +93,8 @@ CREATE POLICY tenant_isolation ON hooks.outcomes
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 CREATE POLICY tenant_isolation ON hooks.attempts
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
+CREATE POLICY tenant_isolation ON hooks.webhook_patterns
+    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 
 CREATE POLICY admin_all_tenants ON hooks.webhooks TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
@@ -101,4 +107,6 @@ CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
 CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 CREATE POLICY admin_all_tenants ON hooks.attempts TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);

@@ -30,6 +30,7 @@ pgrx::extension_sql_file!(
         signing::sign_standard,
         signing::generate_secret,
         webhooks::check_webhook,
+        webhooks::check_patterns,
         webhooks::retry_delay_ms,
     ]
 );

@@ -38,6 +38,15 @@ fn check_webhook(
     true
 }
 
+/// Raises 22023 naming the element when a webhook's further patterns (`event_types`) hold a
+/// NULL or an invalid pattern, or more than 50. Internal: called by the `hooks.webhooks` trigger.
+#[pg_extern(stable, strict, parallel_safe, name = "_check_patterns")]
+fn check_patterns(event_types: Array<&str>) -> bool {
+    let patterns: Vec<Option<&str>> = event_types.iter().collect();
+    pattern::validate_patterns("event_types", &patterns).or_raise(CONTEXT);
+    true
+}
+
 /// Parses the text of a jsonb column (passed as text so that no input can panic a conversion).
 fn parse_json(field: &str, text: &str) -> Result<serde_json::Value, Error> {
     serde_json::from_str(text).map_err(|e| Error::invalid(field, format!("{field} is not a JSON value this extension accepts: {e}")))

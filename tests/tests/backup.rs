@@ -57,6 +57,23 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     .await;
     db.register(&Webhook::new("audit", "acme", "*", "https://audit.example/hook").retry(5, 1000))
         .await;
+    // a webhook with further patterns: their index (hooks.webhook_patterns) is not dumped, the
+    // restore rebuilds it from hooks.webhooks
+    let (claims, _) = db
+        .register(&Webhook::new(
+            "claims",
+            "acme",
+            "claim/opened",
+            "https://claims.example/hook",
+        ))
+        .await;
+    db.client()
+        .execute(
+            "UPDATE hooks.webhooks SET event_types = '{invoice.created,order.*}' WHERE webhook_id = $1",
+            &[&claims],
+        )
+        .await
+        .unwrap();
     for i in 0..5 {
         db.publish(&json!({"event": "policy/bound", "id": format!("e{i}"),
                            "data": {"tenantId": "acme", "n": i}}))
@@ -106,6 +123,34 @@ async fn pg_dump_and_restore_keep_the_outbox_and_its_history() {
     assert_eq!(
         after, before,
         "every row of every table came back as it was"
+    );
+
+    let patterns: Vec<String> = restored
+        .query(
+            "SELECT pattern || ' -> ' || w.webhook_name FROM hooks.webhook_patterns p
+               JOIN hooks.webhooks w USING (webhook_id) ORDER BY pattern",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(patterns, ["invoice.created -> claims", "order.* -> claims"]);
+    let matched: Vec<String> = restored
+        .query(
+            "SELECT webhook_name FROM hooks.match('order.created', 'acme') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        matched,
+        ["audit", "claims"],
+        "the further patterns match after the restore"
     );
 
     // the restored outbox works: a new event gets a new id, its deliveries are claimed

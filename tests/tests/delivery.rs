@@ -413,3 +413,57 @@ async fn payload_filters_decide_which_events_are_sent() {
     drop(sender);
     db.cleanup().await;
 }
+
+/// Several event types per webhook with the real sender: a webhook on `policy/bound` that also
+/// lists `claim/*` and `invoice.created` gets one request per event of any of them (an event
+/// its patterns select twice is still sent once), and nothing for other types.
+#[tokio::test]
+async fn several_event_types_reach_one_webhook_once_each() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    let (id, secret) = db
+        .register(&Webhook::new(
+            "multi",
+            "acme",
+            "policy/bound",
+            &rx.url("/multi"),
+        ))
+        .await;
+    db.client()
+        .execute(
+            "UPDATE hooks.webhooks SET event_types = '{claim/*,invoice.created,*.created}' WHERE webhook_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    for event in [
+        "policy/bound",
+        "claim/opened",
+        "invoice.created",
+        "policy/lapsed",
+        "claim/opened/late",
+    ] {
+        db.publish(&json!({"event": event, "data": {"tenantId": "acme"}}))
+            .await;
+    }
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 3 AND bool_and(status = 'success') FROM hooks.deliveries",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut got: Vec<String> = rx
+        .requests_to("/multi")
+        .iter()
+        .map(|r| {
+            r.verify(&secret).unwrap();
+            r.header("X-Beema-Event").unwrap()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, ["claim/opened", "invoice.created", "policy/bound"]);
+    drop(sender);
+    db.cleanup().await;
+}

@@ -54,6 +54,25 @@ pub fn validate_pattern(field: &str, pattern: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most patterns a webhook's `event_types` may list.
+pub const MAX_EXTRA_PATTERNS: usize = 50;
+
+/// Validates a webhook's further patterns (`event_types`): at most [`MAX_EXTRA_PATTERNS`], none
+/// NULL, each a valid pattern; errors name the element (`event_types[2]`, 1-based as in SQL).
+pub fn validate_patterns(field: &str, patterns: &[Option<&str>]) -> Result<(), Error> {
+    if patterns.len() > MAX_EXTRA_PATTERNS {
+        return Err(Error::invalid(field, format!("{field} lists {} patterns; at most {MAX_EXTRA_PATTERNS}", patterns.len())));
+    }
+    for (i, p) in patterns.iter().enumerate() {
+        let element = format!("{field}[{}]", i + 1);
+        match p {
+            Some(p) => validate_pattern(&element, p)?,
+            None => return Err(Error::invalid(&element, format!("{element} is NULL; list patterns only"))),
+        }
+    }
+    Ok(())
+}
+
 /// True when the pattern contains a wildcard, i.e. cannot be matched by plain equality.
 pub fn is_wildcard(pattern: &str) -> bool {
     pattern.contains('*')
@@ -249,5 +268,17 @@ mod tests {
             let longer = format!("{e}/x");
             prop_assert!(!(p != "*" && matches(&p, &longer)));
         }
+    }
+
+    #[test]
+    fn pattern_lists_name_the_bad_element() {
+        assert!(validate_patterns("event_types", &[Some("policy/bound"), Some("claim/*"), Some("*")]).is_ok());
+        assert!(validate_patterns("event_types", &[]).is_ok());
+        let err = validate_patterns("event_types", &[Some("policy/bound"), Some("claim/x*")]).unwrap_err();
+        assert!(err.to_string().starts_with("invalid event_types[2]:"), "{err}");
+        let err = validate_patterns("event_types", &[None]).unwrap_err();
+        assert!(err.to_string().starts_with("invalid event_types[1]:"), "{err}");
+        let many: Vec<Option<&str>> = vec![Some("a/b"); MAX_EXTRA_PATTERNS + 1];
+        assert!(validate_patterns("event_types", &many).unwrap_err().to_string().contains("at most 50"));
     }
 }

@@ -18,6 +18,7 @@ BEGIN
     PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
     NEW.event_types := nullif(NEW.event_types, '{}');
     PERFORM hooks._check_patterns(NEW.event_types);
+    PERFORM hooks._check_envelope(NEW.envelope);
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -64,7 +65,8 @@ $$;
 
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms, filter, filter_path, event_types ON hooks.webhooks
+                               retry_config, timeout_ms, filter, filter_path, event_types, envelope
+                            ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 
 -- Keeps hooks.webhook_patterns in step with a webhook's event_types (and tenant): its rows are
@@ -156,7 +158,8 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Queues a new delivery of an event to each of the given webhooks: an hooks.outbox row (what
--- goes where) and a pending hooks.queue row, due now. Returns how many.
+-- goes where, in the webhook's payload envelope of now) and a pending hooks.queue row, due now.
+-- Returns how many.
 CREATE FUNCTION hooks._enqueue(event_id bigint, tenant_id text, event_type text, webhook_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -165,8 +168,11 @@ DECLARE
     n integer;
 BEGIN
     WITH o AS (
-        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
-        SELECT w, event_id, tenant_id, event_type FROM unnest(webhook_ids) AS w
+        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
+        SELECT u.w, event_id, tenant_id, event_type, nullif(x.envelope, 'beema')
+          FROM unnest(webhook_ids) WITH ORDINALITY AS u(w, i)
+          JOIN hooks.webhooks x ON x.webhook_id = u.w
+         ORDER BY u.i
         RETURNING outbox.delivery_id, outbox.webhook_id
     )
     INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
@@ -691,7 +697,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
--- with every header (signatures included) computed, and a new lease_token for each: the fence
+-- with the body in the delivery's payload envelope and every header (signatures of that body
+-- included) computed, and a new lease_token for each: the fence
 -- complete and release check (hooks._holds_lease). Rows whose lease expired are reclaimed and
 -- their lost attempt logged; an expired lease was an attempt, so one that was the last attempt
 -- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled; those of a paused
@@ -863,19 +870,23 @@ BEGIN
             SELECT q.delivery_id, q.attempt_number, o.delivery_uuid, q.webhook_id, o.event_type, w.url,
                    w.headers || jsonb_build_object(
                        'Content-Type', 'application/json',
-                       'X-Beema-Signature', hooks.sign(e.body, w.secret),
+                       'X-Beema-Signature', hooks.sign(b.body, w.secret),
                        'X-Beema-Event', o.event_type,
                        'X-Beema-Delivery', o.delivery_uuid::text,
                        'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, e.body,
+                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
                            CASE WHEN w.previous_secret_expires_at > v_now
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
-                   e.body, w.timeout_ms, q.next_attempt_at, q.lease_token
+                   b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
               JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
               JOIN hooks.events e ON e.event_id = o.event_id
+              -- the body in the delivery's envelope, rendered once (OFFSET 0) for both signatures
+             CROSS JOIN LATERAL (SELECT CASE WHEN o.envelope IS NULL THEN e.body
+                                             ELSE hooks._render_envelope(o.envelope, e.body) END AS body
+                                 OFFSET 0) AS b
              WHERE q.delivery_id = ANY (v_ids)
              ORDER BY q.delivery_id;
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
@@ -1120,6 +1131,11 @@ BEGIN
                    WHEN NOT s.any_ok AND v_disable > 0
                         AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour' THEN false
                    ELSE w.enabled END,
+               -- a rotated-out secret is forgotten once its grace period is over
+               previous_secret = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
+                                      ELSE w.previous_secret END,
+               previous_secret_expires_at = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
+                                                 ELSE w.previous_secret_expires_at END,
                disabled_reason = CASE
                    WHEN NOT w.enabled THEN w.disabled_reason
                    WHEN s.gone THEN '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -1133,7 +1149,8 @@ BEGIN
            -- a healthy webhook's row is written at most once a second, not once per batch
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
-                OR w.last_success_at < now() - interval '1 second')
+                OR w.last_success_at < now() - interval '1 second'
+                OR w.previous_secret_expires_at <= now())
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found

@@ -39,6 +39,9 @@ CREATE TABLE hooks.outbox (
     tenant_id       text        NOT NULL,
     event_type      text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- the webhook's payload envelope when the delivery was queued; NULL: beema (the event as
+    -- published). hooks.claim renders the body in it.
+    envelope        text,
     CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
 );
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
@@ -378,19 +381,23 @@ BEGIN
             SELECT q.delivery_id, q.attempt_number, o.delivery_uuid, q.webhook_id, o.event_type, w.url,
                    w.headers || jsonb_build_object(
                        'Content-Type', 'application/json',
-                       'X-Beema-Signature', hooks.sign(e.body, w.secret),
+                       'X-Beema-Signature', hooks.sign(b.body, w.secret),
                        'X-Beema-Event', o.event_type,
                        'X-Beema-Delivery', o.delivery_uuid::text,
                        'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, e.body,
+                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
                            CASE WHEN w.previous_secret_expires_at > v_now
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
-                   e.body, w.timeout_ms, q.next_attempt_at, q.lease_token
+                   b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
               JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
               JOIN hooks.events e ON e.event_id = o.event_id
+              -- the body in the delivery's envelope, rendered once (OFFSET 0) for both signatures
+             CROSS JOIN LATERAL (SELECT CASE WHEN o.envelope IS NULL THEN e.body
+                                             ELSE hooks._render_envelope(o.envelope, e.body) END AS body
+                                 OFFSET 0) AS b
              WHERE q.delivery_id = ANY (v_ids)
              ORDER BY q.delivery_id;
             -- Awake: hold the shared "awake" lock, so publishers skip NOTIFY. Taken again on
@@ -624,6 +631,11 @@ BEGIN
                    WHEN NOT s.any_ok AND v_disable > 0
                         AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour' THEN false
                    ELSE w.enabled END,
+               -- a rotated-out secret is forgotten once its grace period is over
+               previous_secret = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
+                                      ELSE w.previous_secret END,
+               previous_secret_expires_at = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
+                                                 ELSE w.previous_secret_expires_at END,
                disabled_reason = CASE
                    WHEN NOT w.enabled THEN w.disabled_reason
                    WHEN s.gone THEN '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -637,7 +649,8 @@ BEGIN
            -- a healthy webhook's row is written at most once a second, not once per batch
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
-                OR w.last_success_at < now() - interval '1 second')
+                OR w.last_success_at < now() - interval '1 second'
+                OR w.previous_secret_expires_at <= now())
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
@@ -935,8 +948,11 @@ DECLARE
     n integer;
 BEGIN
     WITH o AS (
-        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
-        SELECT w, event_id, tenant_id, event_type FROM unnest(webhook_ids) AS w
+        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
+        SELECT u.w, event_id, tenant_id, event_type, nullif(x.envelope, 'beema')
+          FROM unnest(webhook_ids) WITH ORDINALITY AS u(w, i)
+          JOIN hooks.webhooks x ON x.webhook_id = u.w
+         ORDER BY u.i
         RETURNING outbox.delivery_id, outbox.webhook_id
     )
     INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
@@ -1292,6 +1308,13 @@ BEGIN
             COMMIT;
         END IF;
     END LOOP;
+    -- Rotated-out secrets past their grace period (hooks.complete also forgets them, for
+    -- webhooks that deliver), and senders not seen since the cutoff (every restart of a sender
+    -- without --sender-id adds one).
+    UPDATE hooks.webhooks w
+       SET previous_secret = NULL, previous_secret_expires_at = NULL
+     WHERE w.previous_secret_expires_at <= now();
+    DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
 END
 $$;
 
@@ -1381,18 +1404,21 @@ CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 
 -------------------------------------------------------------------------------------------------
--- Webhooks: payload filters (README, "Payload filters") and several event types per webhook
--- (README, "Several event types per webhook"). New columns filter, filter_path and event_types
--- (NULL: none; no rewrite), checked on write; hooks.webhook_patterns, the index of the further
--- patterns of event_types, kept by two triggers; hooks.match looking there too, and the new
--- hooks.match(event jsonb) applying the filters; hooks.create_webhook taking the new columns (a
--- new signature: dropped and created again, privileges set again below); hooks.update_webhook
--- changing them. hooks.publish and hooks.replay_event (above) apply the filters.
+-- Webhooks: payload filters (README, "Payload filters"), several event types per webhook
+-- (README, "Several event types per webhook") and payload envelopes (README, "Payload
+-- envelopes"). New columns filter, filter_path, event_types (NULL: none) and envelope ('beema':
+-- the body as before), none rewriting the table, checked on write; hooks.webhook_patterns, the
+-- index of the further patterns of event_types, kept by two triggers; hooks.match looking there
+-- too, and the new hooks.match(event jsonb) applying the filters; hooks.create_webhook taking the
+-- new columns (a new signature: dropped and created again, privileges set again below);
+-- hooks.update_webhook changing them. hooks.publish, hooks.replay_event, hooks._enqueue and
+-- hooks.claim (above) apply the filters and envelopes.
 -------------------------------------------------------------------------------------------------
 
 ALTER TABLE hooks.webhooks ADD COLUMN filter jsonb;
 ALTER TABLE hooks.webhooks ADD COLUMN filter_path jsonpath;
 ALTER TABLE hooks.webhooks ADD COLUMN event_types text[];
+ALTER TABLE hooks.webhooks ADD COLUMN envelope text NOT NULL DEFAULT 'beema';
 
 -- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
 -- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
@@ -1411,13 +1437,26 @@ CREATE INDEX webhook_patterns_exact_idx  ON hooks.webhook_patterns (tenant_id, p
 CREATE INDEX webhook_patterns_prefix_idx ON hooks.webhook_patterns (tenant_id, pattern_prefix) WHERE is_pattern;
 
 
--- hooks._check_patterns (Rust): validates event_types, naming the element
+-- Rust: validating event_types and envelope names, and rendering a body in an envelope
 CREATE FUNCTION hooks."_check_patterns"(
 	"event_types" TEXT[] /* Array < & str > */
 ) RETURNS bool /* bool */
 STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_patterns_wrapper';
+CREATE FUNCTION hooks."_check_envelope"(
+	"envelope" TEXT /* &str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_envelope_wrapper';
+CREATE FUNCTION hooks."_render_envelope"(
+	"envelope" TEXT, /* &str */
+	"body" TEXT /* &str */
+) RETURNS TEXT /* alloc::string::String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_envelope_wrapper';
 
 -- A webhook's payload filters, checked on write (22023): `filter` a JSON object of at most 8 kB
 -- (an event contains it or not); `filter_path` a jsonpath predicate of at most 2 kB that gives
@@ -1467,6 +1506,7 @@ BEGIN
     PERFORM hooks._check_filter(NEW.filter, NEW.filter_path);
     NEW.event_types := nullif(NEW.event_types, '{}');
     PERFORM hooks._check_patterns(NEW.event_types);
+    PERFORM hooks._check_envelope(NEW.envelope);
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -1480,7 +1520,8 @@ $$;
 DROP TRIGGER webhooks_before_write ON hooks.webhooks;
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms, filter, filter_path, event_types ON hooks.webhooks
+                               retry_config, timeout_ms, filter, filter_path, event_types, envelope
+                            ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 
 -- Keeps hooks.webhook_patterns in step with a webhook's event_types (and tenant): its rows are
@@ -1567,19 +1608,21 @@ CREATE FUNCTION hooks.create_webhook(
     created_by text DEFAULT current_user,
     filter jsonb DEFAULT NULL,
     filter_path jsonpath DEFAULT NULL,
-    event_types text[] DEFAULT NULL)
+    event_types text[] DEFAULT NULL,
+    envelope text DEFAULT 'beema')
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
-                                retry_config, timeout_ms, created_by, filter, filter_path, event_types)
+                                retry_config, timeout_ms, created_by, filter, filter_path, event_types,
+                                envelope)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9, $10, $11, $12)
+            coalesce($8, 10000), $9, $10, $11, $12, coalesce($13, 'beema'))
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled, filter, filter_path, event_types; a JSON null filter, filter_path or
--- event_types removes it); other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path, event_types, envelope; a JSON null filter,
+-- filter_path or event_types removes it); other keys raise 22023.
 CREATE OR REPLACE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1591,12 +1634,12 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path', 'event_types')
+                     'filter', 'filter_path', 'event_types', 'envelope')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope; use hooks.rotate_secret for the secret.';
     END IF;
     IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
         RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
@@ -1610,6 +1653,7 @@ BEGIN
            retry_config = coalesce(changes->'retry_config', x.retry_config),
            timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
+           envelope     = coalesce(changes->>'envelope', x.envelope),
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
                                ELSE x.filter_path END,
@@ -1624,9 +1668,9 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[])
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text)
     FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[])
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text)
     TO hooks_admin;
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
 ALTER FUNCTION hooks._webhook_patterns_sync() SECURITY DEFINER SET search_path = pg_catalog, hooks;
@@ -1635,3 +1679,15 @@ CREATE POLICY tenant_isolation ON hooks.webhook_patterns
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+
+-------------------------------------------------------------------------------------------------
+-- Security fixes
+-------------------------------------------------------------------------------------------------
+
+-- The session's tenant, or NULL when none is set. Inlined into every policy, so it takes the
+-- caller's search_path: pg_catalog is named, or a current_setting() of the caller's schemas,
+-- searched before pg_catalog, would answer instead (pg_regress security).
+CREATE OR REPLACE FUNCTION hooks.current_tenant() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT nullif(pg_catalog.current_setting('hooks.tenant_id', true), '')
+$$;

@@ -115,19 +115,21 @@ CREATE FUNCTION hooks.create_webhook(
     created_by text DEFAULT current_user,
     filter jsonb DEFAULT NULL,
     filter_path jsonpath DEFAULT NULL,
-    event_types text[] DEFAULT NULL)
+    event_types text[] DEFAULT NULL,
+    envelope text DEFAULT 'beema')
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
-                                retry_config, timeout_ms, created_by, filter, filter_path, event_types)
+                                retry_config, timeout_ms, created_by, filter, filter_path, event_types,
+                                envelope)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9, $10, $11, $12)
+            coalesce($8, 10000), $9, $10, $11, $12, coalesce($13, 'beema'))
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled, filter, filter_path, event_types; a JSON null filter, filter_path or
--- event_types removes it); other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path, event_types, envelope; a JSON null filter,
+-- filter_path or event_types removes it); other keys raise 22023.
 CREATE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -139,12 +141,12 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path', 'event_types')
+                     'filter', 'filter_path', 'event_types', 'envelope')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope; use hooks.rotate_secret for the secret.';
     END IF;
     IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
         RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
@@ -158,6 +160,7 @@ BEGIN
            retry_config = coalesce(changes->'retry_config', x.retry_config),
            timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
+           envelope     = coalesce(changes->>'envelope', x.envelope),
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
                                ELSE x.filter_path END,
@@ -364,7 +367,8 @@ $$;
 -- batches of `batch_size` rows taken with SKIP LOCKED, so it never waits on, or holds up,
 -- publish and claim. With `commit_each_batch` (the default) it commits after every batch, so no
 -- lock or snapshot is held for long; that needs CALL outside a transaction block (2D000
--- otherwise), like VACUUM. Returns the rows deleted in `deleted`.
+-- otherwise), like VACUUM. Returns the rows deleted in `deleted`. Also forgets rotated-out
+-- secrets past their grace period and senders not seen for `older_than`.
 --   CALL hooks.purge('30 days');
 CREATE PROCEDURE hooks.purge(older_than interval DEFAULT '30 days', batch_size integer DEFAULT 5000,
                              commit_each_batch boolean DEFAULT true, INOUT deleted bigint DEFAULT 0)
@@ -414,5 +418,12 @@ BEGIN
             COMMIT;
         END IF;
     END LOOP;
+    -- Rotated-out secrets past their grace period (hooks.complete also forgets them, for
+    -- webhooks that deliver), and senders not seen since the cutoff (every restart of a sender
+    -- without --sender-id adds one).
+    UPDATE hooks.webhooks w
+       SET previous_secret = NULL, previous_secret_expires_at = NULL
+     WHERE w.previous_secret_expires_at <= now();
+    DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
 END
 $$;

@@ -48,6 +48,9 @@ CREATE TABLE hooks.webhooks (
     -- further patterns (README, "Several event types per webhook"): an event matching event_type
     -- or any of these is delivered once; NULL: event_type only. Indexed in hooks.webhook_patterns.
     event_types     text[],
+    -- the shape of the body its receiver gets (README, "Payload envelopes"): beema (the event as
+    -- published), standard, flat or supabase; recorded per delivery at publish time
+    envelope        text        NOT NULL DEFAULT 'beema',
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
 );
 
@@ -106,6 +109,9 @@ CREATE TABLE hooks.outbox (
     tenant_id       text        NOT NULL,
     event_type      text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- the webhook's payload envelope when the delivery was queued; NULL: beema (the event as
+    -- published). hooks.claim renders the body in it.
+    envelope        text,
     CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
 );
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);

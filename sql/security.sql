@@ -23,10 +23,12 @@ BEGIN
 END
 $$;
 
--- The session's tenant, or NULL when none is set.
+-- The session's tenant, or NULL when none is set. Inlined into every policy, so it takes the
+-- caller's search_path: pg_catalog is named, or a current_setting() of the caller's schemas,
+-- searched before pg_catalog, would answer instead (pg_regress security).
 CREATE FUNCTION hooks.current_tenant() RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT nullif(current_setting('hooks.tenant_id', true), '')
+    SELECT nullif(pg_catalog.current_setting('hooks.tenant_id', true), '')
 $$;
 
 -- Functions that cross tenants or read secrets run as the extension's owner, with a pinned
@@ -38,7 +40,7 @@ ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_
 
 REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[]),
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
@@ -50,7 +52,7 @@ GRANT USAGE ON SCHEMA hooks TO hooks_publisher, hooks_sender, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
-GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[]),
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),

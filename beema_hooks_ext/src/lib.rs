@@ -31,6 +31,8 @@ pgrx::extension_sql_file!(
         signing::generate_secret,
         webhooks::check_webhook,
         webhooks::check_patterns,
+        webhooks::check_envelope,
+        webhooks::render_envelope,
         webhooks::retry_delay_ms,
     ]
 );

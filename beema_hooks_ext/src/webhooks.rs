@@ -1,6 +1,7 @@
 //! Webhook validation (run by the table trigger on every insert and update) and the retry
 //! schedule (run by `hooks.complete`).
 
+use hooks_core::envelope::{self, Envelope};
 use hooks_core::retry::RetryConfig;
 use hooks_core::{event, pattern, webhook, Error};
 use pgrx::prelude::*;
@@ -45,6 +46,23 @@ fn check_patterns(event_types: Array<&str>) -> bool {
     let patterns: Vec<Option<&str>> = event_types.iter().collect();
     pattern::validate_patterns("event_types", &patterns).or_raise(CONTEXT);
     true
+}
+
+/// Raises 22023 unless `envelope` names a payload envelope (beema, standard, flat, supabase).
+/// Internal: called by the `hooks.webhooks` trigger.
+#[pg_extern(immutable, strict, parallel_safe, name = "_check_envelope")]
+fn check_envelope(envelope: &str) -> bool {
+    Envelope::parse("envelope", envelope).or_raise(CONTEXT);
+    true
+}
+
+/// The body a receiver gets: the stored event body `body` in the payload envelope `envelope`
+/// (README, "Payload envelopes"); `beema` returns `body` as it is. The same arguments always
+/// give the same bytes. Called by `hooks.claim`. Raises 22023 for an unknown envelope.
+#[pg_extern(immutable, strict, parallel_safe, name = "_render_envelope")]
+fn render_envelope(envelope: &str, body: &str) -> String {
+    let env = Envelope::parse("envelope", envelope).or_raise("hooks.claim");
+    envelope::render(env, body).or_raise("hooks.claim")
 }
 
 /// Parses the text of a jsonb column (passed as text so that no input can panic a conversion).

@@ -134,11 +134,11 @@ impl Executor {
         match url.host() {
             Some(url::Host::Ipv4(ip)) => {
                 ssrf::check_ip(&ip.to_string(), ip.into(), self.allow_private)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| refused(&e))?
             }
             Some(url::Host::Ipv6(ip)) => {
                 ssrf::check_ip(&ip.to_string(), ip.into(), self.allow_private)
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| refused(&e))?
             }
             Some(url::Host::Domain(_)) => {}
             None => return Err("invalid url: no host".to_owned()),
@@ -210,6 +210,19 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Vec<u8>
     buf
 }
 
+/// What `hooks.attempts` and the delivery record when the SSRF guard refuses a target: the same
+/// for every refused address (the details go to the sender's log).
+pub const TARGET_REFUSED: &str =
+    "target refused: it resolves to an address that is not public (the sender's log has the details)";
+
+/// The recorded error for a target the SSRF guard refused ([`TARGET_REFUSED`]); the details
+/// (the address a tenant's host resolved to, and what kind it is) go to the operator's log
+/// only: the recorded error is visible to the tenant, and would map the sender's network.
+fn refused(e: &Error) -> String {
+    tracing::warn!("webhook target refused by the SSRF guard: {e}");
+    TARGET_REFUSED.to_owned()
+}
+
 /// A short reason for a request that got no response. Never includes the url (it may hold a
 /// token).
 fn describe(e: &reqwest::Error, timeout_ms: u64) -> String {
@@ -219,7 +232,10 @@ fn describe(e: &reqwest::Error, timeout_ms: u64) -> String {
     let mut source = e.source();
     let mut chain = Vec::new();
     while let Some(s) = source {
-        if let Some(Error::TargetRefused { .. } | Error::NoAddress(_)) = s.downcast_ref::<Error>() {
+        if let Some(e @ Error::TargetRefused { .. }) = s.downcast_ref::<Error>() {
+            return refused(e);
+        }
+        if let Some(Error::NoAddress(_)) = s.downcast_ref::<Error>() {
             return s.to_string();
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use beema_hooks_e2e::db::publish_on;
 use beema_hooks_e2e::{
-    wait_until, wait_until_sql, Receiver, Sender, SenderOptions, TestDb, Webhook,
+    wait_until, wait_until_sql, Receiver, Reply, Sender, SenderOptions, TestDb, Webhook,
 };
 use serde_json::json;
 
@@ -464,6 +464,80 @@ async fn several_event_types_reach_one_webhook_once_each() {
         .collect();
     got.sort();
     assert_eq!(got, ["claim/opened", "invoice.created", "policy/bound"]);
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// Payload envelopes with the real sender: one event to four webhooks, one per envelope, each
+/// failing its first attempt. Every receiver gets the body in its envelope's shape (keys in the
+/// documented order, the number's digits and the non-ASCII text as published), both signatures
+/// verify over the bytes received, and the retry carries exactly the same bytes.
+#[tokio::test]
+async fn payload_envelopes_shape_the_body_the_same_on_every_attempt() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    let mut secrets = Vec::new();
+    for envelope in ["beema", "standard", "flat", "supabase"] {
+        let path = format!("/{envelope}");
+        rx.program(&path, vec![Reply::status(500)], Reply::ok());
+        let (id, secret) = db
+            .register(&Webhook::new(envelope, "acme", "policy/*", &rx.url(&path)).retry(3, 100))
+            .await;
+        db.client()
+            .execute(
+                "UPDATE hooks.webhooks SET envelope = $2 WHERE webhook_id = $1",
+                &[&id, &envelope],
+            )
+            .await
+            .unwrap();
+        secrets.push((envelope, secret));
+    }
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    db.client()
+        .execute(
+            r#"SELECT hooks.publish('{"event": "policy/bound", "id": "evt-7", "timestamp": "2026-12-01T10:00:00.000Z",
+                 "data": {"tenantId": "acme", "premium": 1234.50, "holder": "Zoë", "type": "INSERT",
+                          "table": "policies", "schema": "public", "record": {"id": 7}}}')"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 4 AND bool_and(status = 'success') FROM hooks.deliveries",
+        Duration::from_secs(20),
+    )
+    .await;
+    // (data's keys in jsonb's order: by length, then bytewise)
+    let data = r#"{"type":"INSERT","table":"policies","holder":"Zoë","record":{"id":7},"schema":"public","premium":1234.50,"tenantId":"acme"}"#;
+    let want = [
+        (
+            "beema",
+            format!(r#"{{"id":"evt-7","event":"policy/bound","data":{data},"user":{{}},"timestamp":"2026-12-01T10:00:00.000Z"}}"#),
+        ),
+        (
+            "standard",
+            format!(r#"{{"type":"policy/bound","timestamp":"2026-12-01T10:00:00.000Z","data":{data}}}"#),
+        ),
+        (
+            "flat",
+            format!(r#"{{"id":"evt-7","timestamp":"2026-12-01T10:00:00.000Z","event_type":"policy/bound","data":{data}}}"#),
+        ),
+        (
+            "supabase",
+            r#"{"type":"INSERT","table":"policies","schema":"public","record":{"id":7},"old_record":null}"#.to_owned(),
+        ),
+    ];
+    for ((envelope, body), (_, secret)) in want.iter().zip(&secrets) {
+        let reqs = rx.requests_to(&format!("/{envelope}"));
+        assert_eq!(reqs.len(), 2, "{envelope}: a failure and the retry");
+        for r in &reqs {
+            assert_eq!(std::str::from_utf8(&r.body).unwrap(), body, "{envelope}");
+            r.verify(secret)
+                .unwrap_or_else(|e| panic!("{envelope}: {e}"));
+        }
+        assert_eq!(reqs[0].webhook_id(), reqs[1].webhook_id());
+    }
     drop(sender);
     db.cleanup().await;
 }

@@ -5,6 +5,7 @@
 //! unit-tested and fuzzed in plain Rust, and the extension only adds the SQL glue.
 
 pub mod contract;
+pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod pattern;

@@ -254,18 +254,13 @@ async fn private_ip_literal_is_refused_before_connecting() {
         .execute(delivery(format!("http://{addr}/")))
         .await;
     assert_eq!(r.status_code, None);
-    assert_eq!(
-        r.error.as_deref(),
-        Some("target 127.0.0.1 refused: loopback address")
-    );
+    // the tenant-visible error names no address (the log has it)
+    assert_eq!(r.error.as_deref(), Some(TARGET_REFUSED));
     let port = addr.rsplit(':').next().unwrap_or_default();
     let r = executor(false)
         .execute(delivery(format!("http://[::ffff:127.0.0.1]:{port}/")))
         .await;
-    assert_eq!(
-        r.error.as_deref(),
-        Some("target ::ffff:127.0.0.1 refused: loopback address")
-    );
+    assert_eq!(r.error.as_deref(), Some(TARGET_REFUSED));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         requests.try_recv().is_err(),
@@ -283,8 +278,7 @@ async fn private_hostname_is_refused_by_the_resolver() {
         .await;
     assert_eq!(r.status_code, None);
     let err = r.error.unwrap_or_default();
-    assert!(err.starts_with("target localhost ("), "{err}");
-    assert!(err.ends_with("refused: loopback address"), "{err}");
+    assert_eq!(err, TARGET_REFUSED, "what localhost resolved to is not told");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         requests.try_recv().is_err(),

@@ -65,3 +65,26 @@ SELECT hooks.delete_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook
        hooks.delete_webhook(-1) AS deleted_missing;
 SELECT sqlstate_of($$SELECT hooks.retry_delivery(-1)$$), sqlstate_of($$SELECT hooks.replay_event(-1)$$);
 ROLLBACK;
+
+-- A rotated-out secret is forgotten after its grace period: by the webhook's next result
+-- (hooks.complete), or by hooks.purge for a webhook with no traffic; purge also forgets
+-- senders not seen for older_than.
+BEGIN;
+SET LOCAL hooks.max_in_flight_per_webhook = 0;
+SELECT count(*) FROM hooks.create_webhook('acme', 'busy', 'x/*', 'https://busy.example/', 'secret-busy-1');
+SELECT count(*) FROM hooks.create_webhook('acme', 'idle', 'y/*', 'https://idle.example/', 'secret-idle-1');
+SELECT hooks.rotate_secret(webhook_id, 'secret-' || webhook_name || '-2', '1 hour') FROM hooks.webhooks ORDER BY webhook_name;
+SELECT webhook_name, previous_secret FROM hooks.webhooks ORDER BY webhook_name;
+-- an hour later (moved back instead of waited for)
+UPDATE hooks.webhooks SET previous_secret_expires_at = now() - interval '1 second';
+SELECT hooks.publish('{"event": "x/z", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+SELECT hooks.complete('s', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+           'attempt_number', attempt_number, 'lease_token', lease_token, 'status_code', 200))
+      FROM hooks.claim('s', 10))) AS applied;
+SELECT webhook_name, previous_secret, previous_secret_expires_at IS NULL AS no_expiry
+  FROM hooks.webhooks ORDER BY webhook_name;
+INSERT INTO hooks.senders (sender_id, awake, seen_at) VALUES ('gone-1', false, now() - interval '40 days');
+CALL hooks.purge('30 days', commit_each_batch => false);
+SELECT webhook_name, previous_secret FROM hooks.webhooks ORDER BY webhook_name;
+SELECT sender_id FROM hooks.senders WHERE sender_id IN ('gone-1', 's') ORDER BY 1;
+ROLLBACK;

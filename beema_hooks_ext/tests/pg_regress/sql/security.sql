@@ -44,3 +44,22 @@ RESET ROLE;
 SELECT (SELECT count(*) FROM hooks.deliveries WHERE status = 'in_flight') AS in_flight,
        (SELECT url FROM hooks.webhooks WHERE tenant_id = 'B') AS b_url;
 ROLLBACK;
+
+-- hooks.current_tenant() (every policy's test) cannot be redirected through search_path: a
+-- current_setting() planted in a schema searched before pg_catalog is not the one it calls.
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
+    ('A', 'a-all', '*', 'https://a.example/', 'secret-of-a-1'),
+    ('B', 'b-all', '*', 'https://b.example/', 'secret-of-b-1');
+CREATE SCHEMA regress_planted;
+CREATE FUNCTION regress_planted.current_setting(text, boolean) RETURNS text
+LANGUAGE sql AS $$ SELECT 'B'::text $$;
+GRANT USAGE ON SCHEMA regress_planted TO PUBLIC;
+CREATE ROLE regress_hooks_scoped IN ROLE hooks_admin;
+SET LOCAL ROLE regress_hooks_scoped;
+SET LOCAL search_path = regress_planted, pg_catalog, public;
+SET LOCAL hooks.tenant_id = 'A';
+SELECT current_setting('x', true) AS planted_answer;
+SELECT tenant_id, webhook_name FROM hooks.webhooks ORDER BY 1;
+RESET ROLE;
+ROLLBACK;

@@ -10,7 +10,7 @@ dir="$BEEMA_ROOT/beema_hooks_ext/tests/pg_regress"
 out="$BEEMA_RUN_DIR/regress"
 mkdir -p "$out"
 [ "$(id -u)" = 0 ] && chown -R postgres: "$out" 2>/dev/null || true
-tests=(setup sign match publish filters envelopes errors plans manage storage retry breaker fairness retention security)
+tests=(setup sign match publish filters envelopes watch errors plans manage storage retry breaker fairness retention security)
 
 status=0
 "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/regress/pg_regress" \

@@ -1338,6 +1338,7 @@ BEGIN
        SET previous_secret = NULL, previous_secret_expires_at = NULL
      WHERE w.previous_secret_expires_at <= now();
     DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
+    DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
 END
 $$;
 
@@ -1702,6 +1703,264 @@ CREATE POLICY tenant_isolation ON hooks.webhook_patterns
     USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
 CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
     USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+
+-------------------------------------------------------------------------------------------------
+-- Webhooks on table changes (README, "Webhooks on table changes"): hooks.watched_tables,
+-- hooks.watch_table / unwatch_table and their triggers, the view hooks.watched.
+-------------------------------------------------------------------------------------------------
+
+-- Tables watched for changes (README, "Webhooks on table changes"): each insert, update or
+-- delete of a watched table publishes an event, through triggers that hooks.watch_table creates.
+CREATE TABLE hooks.watched_tables (
+    watch_id        bigserial   PRIMARY KEY,
+    table_name      regclass    NOT NULL UNIQUE,
+    -- the tenant: the value of this column of the changed row, or the fixed tenant_id
+    tenant_column   text,
+    tenant_id       text,
+    -- event type; {table}, {schema} and {op} (insert, update, delete) are replaced
+    event_type      text        NOT NULL,
+    operations      text[]      NOT NULL,
+    -- the row's columns in the event: only these (NULL: all), then without these
+    columns         text[],
+    exclude_columns text[],
+    -- an SQL condition on OLD and NEW (NULL: every change)
+    condition       text,
+    -- publishes with this role's rights (checked at every change)
+    watched_by      name        NOT NULL DEFAULT current_user,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CHECK ((tenant_column IS NULL) <> (tenant_id IS NULL)),
+    CHECK (operations <@ ARRAY['insert', 'update', 'delete'] AND cardinality(operations) > 0)
+);
+SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', '');
+GRANT USAGE ON SEQUENCE hooks.watched_tables_watch_id_seq TO hooks_admin;
+
+-- A changed row's columns as a watch puts them in an event: only `columns` (all when NULL),
+-- then without `exclude_columns`. NULL stays NULL.
+CREATE FUNCTION hooks._watch_columns(row_data jsonb, columns text[], exclude_columns text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN $1 IS NULL THEN NULL
+                WHEN $2 IS NULL THEN $1 - coalesce($3, '{}')
+                ELSE (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}')
+                        FROM jsonb_each($1) AS e WHERE e.key = ANY ($2)) - coalesce($3, '{}')
+           END
+$$;
+
+-- The event a change publishes: {"event": <the watch's event_type, {schema}, {table} and {op}
+-- replaced>, "data": {"tenantId", "type": INSERT|UPDATE|DELETE, "table", "schema", "record",
+-- "old_record"}} (record NULL for a delete, old_record NULL for an insert): the fields the
+-- supabase payload envelope takes.
+CREATE FUNCTION hooks._watch_event(w hooks.watched_tables, schema_name text, table_name text, op text,
+                                   new_row jsonb, old_row jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object(
+        'event', replace(replace(replace(w.event_type, '{table}', table_name), '{schema}', schema_name), '{op}', op),
+        'data', jsonb_build_object(
+            'tenantId', coalesce(w.tenant_id, coalesce(new_row, old_row) ->> w.tenant_column),
+            'type', upper(op), 'table', table_name, 'schema', schema_name,
+            'record', hooks._watch_columns(new_row, w.columns, w.exclude_columns),
+            'old_record', hooks._watch_columns(old_row, w.columns, w.exclude_columns)))
+$$;
+
+-- The watch a trigger belongs to, while the role that created it may still publish (42501
+-- otherwise: a change is never dropped without a word).
+CREATE FUNCTION hooks._watch(watch_id bigint) RETURNS hooks.watched_tables
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    w hooks.watched_tables;
+BEGIN
+    SELECT * INTO w FROM hooks.watched_tables x WHERE x.watch_id = _watch.watch_id;
+    IF FOUND AND NOT has_function_privilege(w.watched_by, 'hooks.publish(jsonb)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'hooks: % is watched by %, who may no longer publish', w.table_name, w.watched_by
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Grant hooks_publisher to that role again, or hooks.unwatch_table the table.';
+    END IF;
+    RETURN w;
+END
+$$;
+
+-- Statement-level trigger of a watched table's inserts and deletes: one event per row of the
+-- statement's transition table that meets the watch's condition, published in the same
+-- transaction (one statement, no round trip per row).
+CREATE FUNCTION hooks._watch_statement() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    w  hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
+    op text := lower(TG_OP);
+BEGIN
+    IF w.watch_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE format(
+        'SELECT count(hooks.publish(hooks._watch_event($1, $2, $3, $4, %s, %s)))
+           FROM %s CROSS JOIN LATERAL (SELECT (NULL::%I.%I).*) AS %s
+          WHERE %s',
+        CASE WHEN op = 'insert' THEN 'to_jsonb(new)' ELSE 'NULL::jsonb' END,
+        CASE WHEN op = 'delete' THEN 'to_jsonb(old)' ELSE 'NULL::jsonb' END,
+        CASE WHEN op = 'insert' THEN 'hooks_new_rows AS new' ELSE 'hooks_old_rows AS old' END,
+        TG_TABLE_SCHEMA, TG_TABLE_NAME,
+        CASE WHEN op = 'insert' THEN 'old' ELSE 'new' END,
+        coalesce(w.condition, 'true'))
+    USING w, TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text, op;
+    RETURN NULL;
+END
+$$;
+
+-- Row-level trigger of a watched table's updates (its WHEN is the watch's condition): the old
+-- and the new row of each update, paired as only a row trigger sees them.
+CREATE FUNCTION hooks._watch_row() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
+BEGIN
+    IF w.watch_id IS NOT NULL THEN
+        PERFORM hooks.publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
+                                                 to_jsonb(NEW), to_jsonb(OLD)));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Watches a table: each committed insert, update and delete of a row (of `operations`) publishes
+-- an event through hooks.publish, in the same transaction, with the rights of the role calling
+-- this (which must be allowed to publish: 42501) and the tenant of `tenant_column` of the row
+-- or the fixed `tenant_id` (one of the two). `event_type` is a template ({schema}, {table},
+-- {op}); `columns` / `exclude_columns` choose the row's columns in the event; `condition` is
+-- an SQL boolean expression on OLD and NEW (as in a trigger's WHEN; a missing row's columns
+-- are NULL), such as 'OLD.status IS DISTINCT FROM NEW.status'. Needs the TRIGGER privilege on
+-- the table (its owner has it). Inserts and deletes are published by statement triggers over
+-- the statement's transition table, updates by a row trigger. Errors: 22023 (an unknown
+-- column or operation, both or neither tenant given), 42501, 42P07 (watched already).
+CREATE FUNCTION hooks.watch_table(table_name regclass, tenant_column text DEFAULT NULL,
+                                  tenant_id text DEFAULT NULL,
+                                  event_type text DEFAULT '{table}/{op}',
+                                  operations text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+                                  columns text[] DEFAULT NULL, exclude_columns text[] DEFAULT NULL,
+                                  condition text DEFAULT NULL)
+RETURNS hooks.watched_tables
+LANGUAGE plpgsql AS $$
+DECLARE
+    w      hooks.watched_tables;
+    v_cols text[];
+    v_bad  text;
+    v_rel  text := table_name::text;
+BEGIN
+    IF NOT has_function_privilege('hooks.publish(jsonb)', 'EXECUTE') THEN
+        RAISE EXCEPTION 'hooks.watch_table: % may not publish', current_user
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Grant it hooks_publisher.';
+    END IF;
+    IF (tenant_column IS NULL) = (tenant_id IS NULL) THEN
+        RAISE EXCEPTION 'hooks.watch_table: give tenant_column or tenant_id, not both and not neither'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT array_agg(a.attname::text) INTO v_cols
+      FROM pg_attribute a WHERE a.attrelid = table_name AND a.attnum > 0 AND NOT a.attisdropped;
+    SELECT c INTO v_bad FROM unnest(array_remove(ARRAY[tenant_column], NULL) || coalesce(columns, '{}')
+                                    || coalesce(exclude_columns, '{}')) AS c
+     WHERE NOT c = ANY (v_cols) LIMIT 1;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'hooks.watch_table: % has no column %', v_rel, v_bad USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF operations IS NULL OR cardinality(operations) = 0 OR NOT operations <@ ARRAY['insert', 'update', 'delete'] THEN
+        RAISE EXCEPTION 'hooks.watch_table: operations must list insert, update or delete, got %', operations
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF event_type IS NULL OR strpos(event_type, '*') > 0 THEN
+        RAISE EXCEPTION 'hooks.watch_table: event_type % is not an event type (no wildcards)', event_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM hooks._check_webhook('t', 'n', replace(replace(replace(event_type, '{table}', 'x'), '{schema}', 'x'), '{op}', 'x'),
+                                 'https://example.com/', '{}', '{}', 1000, 'secret-check');
+    -- watches of tables dropped since
+    DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
+    IF EXISTS (SELECT 1 FROM hooks.watched_tables x WHERE x.table_name = watch_table.table_name) THEN
+        RAISE EXCEPTION 'hooks.watch_table: % is watched already', v_rel
+            USING ERRCODE = 'duplicate_object', HINT = 'hooks.unwatch_table it first.';
+    END IF;
+    -- the condition compiles against the table (an error names what is wrong with it)
+    IF condition IS NOT NULL THEN
+        EXECUTE format('SELECT 1 FROM %s AS new, %s AS old WHERE (%s) LIMIT 0', v_rel, v_rel, condition);
+    END IF;
+    INSERT INTO hooks.watched_tables (table_name, tenant_column, tenant_id, event_type, operations,
+                                      columns, exclude_columns, condition)
+    VALUES (watch_table.table_name, tenant_column, tenant_id, event_type, operations,
+            columns, exclude_columns, condition)
+    RETURNING * INTO w;
+    IF 'insert' = ANY (operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS hooks_new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', v_rel, w.watch_id);
+    END IF;
+    IF 'update' = ANY (operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_update AFTER UPDATE ON %s FOR EACH ROW %s
+                        EXECUTE FUNCTION hooks._watch_row(%s)',
+                       v_rel, CASE WHEN condition IS NULL THEN '' ELSE format('WHEN (%s)', condition) END, w.watch_id);
+    END IF;
+    IF 'delete' = ANY (operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS hooks_old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', v_rel, w.watch_id);
+    END IF;
+    RETURN w;
+END
+$$;
+
+-- Stops watching a table: drops its triggers and its hooks.watched_tables row. Returns whether
+-- it was watched. (Dropping a watched table drops its triggers; its watch row is removed by
+-- the next hooks.watch_table or hooks.purge.)
+CREATE FUNCTION hooks.unwatch_table(table_name regclass) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    t name;
+BEGIN
+    FOR t IN SELECT g.tgname FROM pg_trigger g
+              WHERE g.tgrelid = table_name
+                AND g.tgname IN ('hooks_watch_insert', 'hooks_watch_update', 'hooks_watch_delete') LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t, table_name);
+    END LOOP;
+    DELETE FROM hooks.watched_tables x WHERE x.table_name = unwatch_table.table_name;
+    RETURN FOUND;
+END
+$$;
+
+-- Forces watched_by to the role inserting the watch: a watch publishes with its creator's
+-- rights, never another role's.
+CREATE FUNCTION hooks._watched_tables_before_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.watched_by := current_user;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER watched_tables_before_insert
+    BEFORE INSERT ON hooks.watched_tables
+    FOR EACH ROW EXECUTE FUNCTION hooks._watched_tables_before_insert();
+
+-- The watched tables, for DBAs: what each publishes and for whom.
+CREATE VIEW hooks.watched AS
+SELECT w.table_name, w.operations, w.event_type, coalesce(w.tenant_id, '(column ' || w.tenant_column || ')') AS tenant,
+       w.columns, w.exclude_columns, w.condition, w.watched_by, w.created_at
+  FROM hooks.watched_tables w;
+
+-- watching tables: publishers and admins; each sees and removes only its own watches (admins
+-- all), and the trigger functions run as the extension's owner (they read the watches, publish)
+GRANT SELECT, INSERT, DELETE ON hooks.watched_tables TO hooks_publisher, hooks_admin;
+GRANT USAGE ON SEQUENCE hooks.watched_tables_watch_id_seq TO hooks_publisher;
+GRANT SELECT ON hooks.watched TO hooks_publisher, hooks_admin;
+ALTER VIEW hooks.watched SET (security_invoker = true);
+ALTER TABLE hooks.watched_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_watches ON hooks.watched_tables
+    USING (watched_by = current_user OR pg_has_role(current_user, 'hooks_admin', 'MEMBER'))
+    WITH CHECK (watched_by = current_user);
+ALTER FUNCTION hooks._watch_statement() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks._watch_row() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+-- the wake-up check at commit runs as the owner too: a role that only writes a watched table
+-- commits events without any privilege on schema hooks
+ALTER FUNCTION hooks._wake_sender() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks.watch_table(regclass, text, text, text, text[], text[], text[], text),
+    hooks.unwatch_table(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.watch_table(regclass, text, text, text, text[], text[], text[], text),
+    hooks.unwatch_table(regclass) TO hooks_publisher, hooks_admin;
+-- (end of: webhooks on table changes)
 
 -------------------------------------------------------------------------------------------------
 -- Security fixes

@@ -223,6 +223,29 @@ CREATE TABLE hooks.senders (
     seen_at     timestamptz NOT NULL DEFAULT now()
 );
 
+-- Tables watched for changes (README, "Webhooks on table changes"): each insert, update or
+-- delete of a watched table publishes an event, through triggers that hooks.watch_table creates.
+CREATE TABLE hooks.watched_tables (
+    watch_id        bigserial   PRIMARY KEY,
+    table_name      regclass    NOT NULL UNIQUE,
+    -- the tenant: the value of this column of the changed row, or the fixed tenant_id
+    tenant_column   text,
+    tenant_id       text,
+    -- event type; {table}, {schema} and {op} (insert, update, delete) are replaced
+    event_type      text        NOT NULL,
+    operations      text[]      NOT NULL,
+    -- the row's columns in the event: only these (NULL: all), then without these
+    columns         text[],
+    exclude_columns text[],
+    -- an SQL condition on OLD and NEW (NULL: every change)
+    condition       text,
+    -- publishes with this role's rights (checked at every change)
+    watched_by      name        NOT NULL DEFAULT current_user,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    CHECK ((tenant_column IS NULL) <> (tenant_id IS NULL)),
+    CHECK (operations <@ ARRAY['insert', 'update', 'delete'] AND cardinality(operations) > 0)
+);
+
 -- pg_dump writes the rows of an extension's tables only when they are marked as configuration:
 -- without this a dump and restore would keep the extension and lose every webhook, event and
 -- delivery. The sequences are marked too, so new ids continue after the restored ones.
@@ -238,4 +261,6 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.attempts_attempt_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', '');
 -- (hooks.webhook_patterns is not dumped: restoring hooks.webhooks rebuilds it by its trigger)

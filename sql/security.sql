@@ -65,6 +65,25 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
 -- hooks.webhook_patterns is written by its trigger function only, as the extension's owner
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
+-- watching tables: publishers and admins; each sees and removes only its own watches (admins
+-- all), and the trigger functions run as the extension's owner (they read the watches, publish)
+GRANT SELECT, INSERT, DELETE ON hooks.watched_tables TO hooks_publisher, hooks_admin;
+GRANT USAGE ON SEQUENCE hooks.watched_tables_watch_id_seq TO hooks_publisher;
+GRANT SELECT ON hooks.watched TO hooks_publisher, hooks_admin;
+ALTER VIEW hooks.watched SET (security_invoker = true);
+ALTER TABLE hooks.watched_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_watches ON hooks.watched_tables
+    USING (watched_by = current_user OR pg_has_role(current_user, 'hooks_admin', 'MEMBER'))
+    WITH CHECK (watched_by = current_user);
+ALTER FUNCTION hooks._watch_statement() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks._watch_row() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+-- the wake-up check at commit runs as the owner too: a role that only writes a watched table
+-- commits events without any privilege on schema hooks
+ALTER FUNCTION hooks._wake_sender() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks.watch_table(regclass, text, text, text, text[], text[], text[], text),
+    hooks.unwatch_table(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.watch_table(regclass, text, text, text, text[], text[], text[], text),
+    hooks.unwatch_table(regclass) TO hooks_publisher, hooks_admin;
 ALTER FUNCTION hooks._webhook_patterns_sync() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA hooks TO hooks_admin;
 

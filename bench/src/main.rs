@@ -19,8 +19,9 @@ use beema_hooks_bench::util::{connect, db_url, median, num, Res};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 mod cost;
+mod watch;
 
-const BENCHES: [&str; 7] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost"];
+const BENCHES: [&str; 8] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost", "watch"];
 
 /// The body fields of the benchmark event (besides event, tenantId): a typical small event.
 const EVENT_DATA: &str = r#""policyId":"P-1","premium":1234.5,"currency":"EUR","holder":{"name":"Jane Doe","email":"jane@example.com"}"#;
@@ -1721,6 +1722,7 @@ async fn run(
             "p5" => p5(&mut ctx).await,
             "fanout" => fanout(&mut ctx).await,
             "cost" => cost::cost(&mut ctx).await,
+            "watch" => watch::watch(&mut ctx).await,
             _ => unreachable!(),
         };
         match r {

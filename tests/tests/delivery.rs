@@ -541,3 +541,200 @@ async fn payload_envelopes_shape_the_body_the_same_on_every_attempt() {
     drop(sender);
     db.cleanup().await;
 }
+
+/// Webhooks on table changes with the real sender: a table watched with `hooks.watch_table`,
+/// a webhook with the supabase envelope. Committed inserts, updates and deletes arrive with the
+/// fields a Supabase database-webhook receiver reads (`type`, `table`, `schema`, `record`,
+/// `old_record`), the excluded column never appears, the condition holds back updates that do
+/// not change the status, and a rolled-back statement sends nothing.
+#[tokio::test]
+async fn table_changes_arrive_as_supabase_payloads() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    let (id, secret) = db
+        .register(&Webhook::new(
+            "claims",
+            "acme",
+            "claims/*",
+            &rx.url("/claims"),
+        ))
+        .await;
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE hooks.webhooks SET envelope = 'supabase' WHERE webhook_id = {id};
+             CREATE TABLE claims (id int PRIMARY KEY, tenant text NOT NULL, status text, secret_note text);
+             SELECT hooks.watch_table('claims', tenant_column => 'tenant',
+                                      exclude_columns => ARRAY['secret_note'],
+                                      condition => 'OLD.status IS DISTINCT FROM NEW.status');"
+        ))
+        .await
+        .unwrap();
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    // each statement its own transaction (one simple query of several would be one)
+    for sql in [
+        "INSERT INTO claims VALUES (1, 'acme', 'new', 'do not send'), (2, 'acme', 'new', NULL)",
+        "UPDATE claims SET secret_note = 'still not' WHERE id = 1",
+        "UPDATE claims SET status = 'open' WHERE id = 1",
+        "DELETE FROM claims WHERE id = 2",
+        "BEGIN; INSERT INTO claims VALUES (3, 'acme', 'rolled back', NULL); ROLLBACK;",
+    ] {
+        db.client().batch_execute(sql).await.unwrap();
+    }
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 4 AND bool_and(status = 'success') FROM hooks.deliveries",
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut got: Vec<serde_json::Value> = rx
+        .requests_to("/claims")
+        .iter()
+        .map(|r| {
+            r.verify(&secret).unwrap();
+            assert!(!String::from_utf8_lossy(&r.body).contains("secret_note"));
+            r.json()
+        })
+        .collect();
+    got.sort_by_key(|b| b.to_string());
+    // what a Supabase receiver reads: exactly these five fields
+    for b in &got {
+        let mut keys: Vec<&String> = b.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["old_record", "record", "schema", "table", "type"]);
+        assert_eq!(
+            (b["table"].as_str(), b["schema"].as_str()),
+            (Some("claims"), Some("public"))
+        );
+    }
+    let summary: Vec<String> = got
+        .iter()
+        .map(|b| format!("{} {} {}", b["type"], b["record"], b["old_record"]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            r#""DELETE" null {"id":2,"status":"new","tenant":"acme"}"#,
+            r#""INSERT" {"id":1,"status":"new","tenant":"acme"} null"#,
+            r#""INSERT" {"id":2,"status":"new","tenant":"acme"} null"#,
+            r#""UPDATE" {"id":1,"status":"open","tenant":"acme"} {"id":1,"status":"new","tenant":"acme"}"#,
+        ]
+    );
+    drop(sender);
+    db.cleanup().await;
+}
+
+/// The receiver code in the README ("Receiving webhooks", Node and Python) run against a real
+/// delivery: it accepts the request as sent, and refuses it with the body changed or with a
+/// `webhook-timestamp` 10 minutes old (a replayed capture, re-signed by nobody). Node is run
+/// when it is installed.
+#[tokio::test]
+async fn readme_receivers_verify_and_refuse_replays() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Receiving webhooks")
+        .expect("README section")..];
+    let block = |lang: &str| -> String {
+        let start = section.find(&format!("```{lang}\n")).expect("code block") + lang.len() + 4;
+        section[start..start + section[start..].find("```").unwrap()].to_owned()
+    };
+    let (python, node) = (block("python"), block("js"));
+
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    let (_, secret) = db
+        .register(&Webhook::new("r", "acme", "*", &rx.url("/r")).secret(None))
+        .await;
+    assert!(secret.starts_with("whsec_"));
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    db.publish(&json!({"event": "policy/bound", "data": {"tenantId": "acme", "name": "Zoë"}}))
+        .await;
+    wait_until("the delivery arrives", Duration::from_secs(15), || async {
+        rx.count() >= 1
+    })
+    .await;
+    let req = rx.requests_to("/r").remove(0);
+
+    let dir = std::env::temp_dir().join(beema_hooks_e2e::unique_name("readme_receivers"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let old = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 600)
+        .to_string();
+    let mut stale = headers.clone();
+    stale.insert("webhook-timestamp".into(), json!(old));
+    let cases = [
+        ("as sent", req.body.to_vec(), headers.clone(), "True"),
+        (
+            "body changed",
+            [&req.body[..], b" "].concat(),
+            headers.clone(),
+            "False",
+        ),
+        (
+            "timestamp 10 minutes old",
+            req.body.to_vec(),
+            stale,
+            "False",
+        ),
+    ];
+    for (i, (what, body, headers, want)) in cases.iter().enumerate() {
+        let body_path = dir.join(format!("body{i}"));
+        let headers_path = dir.join(format!("headers{i}.json"));
+        std::fs::write(&body_path, body).unwrap();
+        std::fs::write(&headers_path, serde_json::to_string(headers).unwrap()).unwrap();
+        // Python: headers as a web framework gives them (case-insensitive)
+        let script = format!(
+            "{python}\nimport json\nclass H(dict):\n    def __getitem__(self, k): return dict.__getitem__(self, k.lower())\n    def get(self, k, d=None): return dict.get(self, k.lower(), d)\n\
+             print(verify(open({b:?}, 'rb').read(), H(json.load(open({h:?}))), {secret:?}))\n",
+            b = body_path.display().to_string(),
+            h = headers_path.display().to_string(),
+        );
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(
+            got,
+            *want,
+            "Python, {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Node: headers lowercased, as Node gives them
+        let script = format!(
+            "{node}\nconst fs = require('fs');\n\
+             console.log(verify(fs.readFileSync({b:?}), JSON.parse(fs.readFileSync({h:?}, 'utf8')), {secret:?}) ? 'True' : 'False');\n",
+            b = body_path.display().to_string(),
+            h = headers_path.display().to_string(),
+        );
+        match std::process::Command::new("node")
+            .arg("-e")
+            .arg(&script)
+            .output()
+        {
+            Ok(out) => {
+                let got = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                assert_eq!(
+                    got,
+                    *want,
+                    "Node, {what}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Err(e) => println!("node not run ({e}): only the Python receiver was checked"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(sender);
+    db.cleanup().await;
+}

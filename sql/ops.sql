@@ -407,8 +407,8 @@ END
 $$;
 
 -- Statement-level trigger of a watched table's inserts and deletes: one event per row of the
--- statement's transition table that meets the watch's condition, published in the same
--- transaction (one statement, no round trip per row).
+-- statement's transition table that meets the watch's condition, all published in the same
+-- transaction by one hooks._publish_many (set-based: no publish call per row).
 CREATE FUNCTION hooks._watch_statement() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -419,7 +419,7 @@ BEGIN
         RETURN NULL;
     END IF;
     EXECUTE format(
-        'SELECT count(hooks.publish(hooks._watch_event($1, $2, $3, $4, %s, %s)))
+        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %s, %s)))
            FROM %s CROSS JOIN LATERAL (SELECT (NULL::%I.%I).*) AS %s
           WHERE %s',
         CASE WHEN op = 'insert' THEN 'to_jsonb(new)' ELSE 'NULL::jsonb' END,

@@ -68,6 +68,28 @@ SELECT w.webhook_id,
        WHERE at.webhook_id = w.webhook_id AND at.created_at > now() - interval '24 hours'
   ) a ON true;
 
+-- The backlog per webhook, for alerting from SQL (README, "Views and metrics for DBAs"): each
+-- webhook with live deliveries, how many are due and not sent, how long the oldest has waited
+-- past its due time, how many are in flight or waiting for a retry, and its breaker state.
+-- Reads only hooks.queue (live rows) and the webhooks. An alert query:
+--   SELECT * FROM hooks.webhook_backlog WHERE overdue_for > interval '5 minutes';
+CREATE VIEW hooks.webhook_backlog AS
+SELECT w.webhook_id,
+       w.tenant_id,
+       w.webhook_name,
+       count(*) FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now()) AS due,
+       max(now() - q.next_attempt_at) FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now())
+           AS overdue_for,
+       count(*) FILTER (WHERE q.status = 'in_flight') AS in_flight,
+       count(*) FILTER (WHERE q.status = 'retrying') AS retrying,
+       count(*) AS live,
+       CASE WHEN NOT w.enabled THEN 'disabled'
+            WHEN w.paused_until > now() THEN 'paused'
+            ELSE 'active' END AS state
+  FROM hooks.queue q
+  JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id
+ GROUP BY w.webhook_id;
+
 -- The queue at a glance, for monitoring with nothing but SQL. Reads only hooks.queue (the live
 -- deliveries), so it stays cheap whatever the size of the history.
 CREATE FUNCTION hooks.metrics()

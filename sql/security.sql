@@ -63,6 +63,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outb
     hooks.outcomes, hooks.attempts, hooks.senders TO hooks_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
+GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
+ALTER VIEW hooks.webhook_backlog SET (security_invoker = true);
 -- hooks.webhook_patterns is written by its trigger function only, as the extension's owner
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
 -- watching tables: publishers and admins; each sees and removes only its own watches (admins

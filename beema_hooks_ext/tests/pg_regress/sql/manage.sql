@@ -88,3 +88,20 @@ CALL hooks.purge('30 days', commit_each_batch => false);
 SELECT webhook_name, previous_secret FROM hooks.webhooks ORDER BY webhook_name;
 SELECT sender_id FROM hooks.senders WHERE sender_id IN ('gone-1', 's') ORDER BY 1;
 ROLLBACK;
+
+-- hooks.webhook_backlog: per webhook, what is due and for how long, for alerting from SQL
+BEGIN;
+SET LOCAL hooks.max_in_flight_per_webhook = 0;
+SELECT count(*) FROM hooks.create_webhook('acme', 'slow', 'x/*', 'https://slow.example/');
+SELECT count(*) FROM hooks.create_webhook('acme', 'quick', 'y/*', 'https://quick.example/');
+SELECT count(hooks.publish(jsonb_build_object('event', 'x/a', 'data', jsonb_build_object('tenantId', 'acme', 'n', g))))
+  FROM generate_series(1, 3) g;
+SELECT hooks.publish('{"event": "y/a", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+-- slow's deliveries were due 10 minutes ago; one of them is in flight
+UPDATE hooks.queue q SET next_attempt_at = now() - interval '10 minutes'
+  FROM hooks.webhooks w WHERE w.webhook_id = q.webhook_id AND w.webhook_name = 'slow';
+SELECT count(*) AS claimed FROM hooks.claim('backlog-sender', 1);
+SELECT webhook_name, due, overdue_for >= interval '10 minutes' AS overdue_10_min, in_flight, retrying, live, state
+  FROM hooks.webhook_backlog ORDER BY webhook_name;
+SELECT webhook_name FROM hooks.webhook_backlog WHERE overdue_for > interval '5 minutes';
+ROLLBACK;

@@ -785,10 +785,12 @@ BEGIN
           FROM unnest(v_webhooks, v_envelopes, v_filters, v_paths) AS f(webhook_id, envelope, filter, path)
          WHERE hooks._passes_filter(f.filter, f.path, v_body);
     END IF;
-    IF v_webhooks IS NOT NULL
-       AND hooks._enqueue(v_id, p.tenant_id, p.event_type, v_webhooks, v_envelopes) > 0 THEN
-        -- arm the wake-up check at commit (below); a rolled-back savepoint disarms it again
-        PERFORM set_config('beema_hooks.wake_needed', 'on', true);
+    IF v_webhooks IS NOT NULL THEN
+        -- (arms the wake-up check at commit; a rolled-back savepoint disarms it again)
+        PERFORM hooks._enqueue(array_fill(v_id, ARRAY[cardinality(v_webhooks)]),
+                               array_fill(p.tenant_id, ARRAY[cardinality(v_webhooks)]),
+                               array_fill(p.event_type, ARRAY[cardinality(v_webhooks)]),
+                               v_webhooks, v_envelopes);
     END IF;
     RETURN v_id;
 END
@@ -834,6 +836,7 @@ DECLARE
     n integer;
     v_webhooks bigint[];
     v_again bigint[];
+    v_new bigint[];
 BEGIN
     SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -855,10 +858,11 @@ BEGIN
       FROM hooks.outbox o
      WHERE o.event_id = e.event_id AND o.webhook_id = ANY (v_webhooks);
     n := hooks._requeue(v_again, true);
-    n := n + hooks._enqueue(e.event_id, e.tenant_id, e.event_type,
-                            ARRAY(SELECT w FROM unnest(v_webhooks) AS w
-                                   WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o
-                                                      WHERE o.event_id = e.event_id AND o.webhook_id = w)));
+    v_new := ARRAY(SELECT w FROM unnest(v_webhooks) AS w
+                    WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.event_id = e.event_id AND o.webhook_id = w));
+    n := n + hooks._enqueue(array_fill(e.event_id, ARRAY[cardinality(v_new)]),
+                            array_fill(e.tenant_id, ARRAY[cardinality(v_new)]),
+                            array_fill(e.event_type, ARRAY[cardinality(v_new)]), v_new);
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -911,9 +915,8 @@ BEGIN
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
     VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
     RETURNING event_id INTO eid;
-    PERFORM hooks._enqueue(eid, w.tenant_id, p.event_type, ARRAY[w.webhook_id]);
+    PERFORM hooks._enqueue(ARRAY[eid], ARRAY[w.tenant_id], ARRAY[p.event_type], ARRAY[w.webhook_id]);  -- wakes the senders on commit
     SELECT o.delivery_id INTO STRICT did FROM hooks.outbox o WHERE o.event_id = eid;
-    PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
 $$;
@@ -954,13 +957,14 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(($1->>'maxAttempts')::int, 3)
 $$;
 
--- Queues a new delivery of an event to each of the given webhooks: an hooks.outbox row (what
--- goes where, in the webhook's payload envelope: `envelopes`, one per webhook, NULL for beema,
--- or read from the webhooks when the array is NULL) and a pending hooks.queue row, due now.
--- Returns how many. (publish passes the envelopes it has from hooks.match: looking them up
--- again cost publish 10 %.)
-CREATE FUNCTION hooks._enqueue(event_id bigint, tenant_id text, event_type text, webhook_ids bigint[],
-                               envelopes text[] DEFAULT NULL)
+-- Queues new deliveries, the i-th of event event_ids[i] (of tenant tenant_ids[i], type
+-- event_types[i]) to webhook webhook_ids[i] in payload envelope envelopes[i] (NULL for beema;
+-- a NULL array: each webhook's envelope of now): an hooks.outbox row (what goes where) and a
+-- pending hooks.queue row, due now. When any is queued, arms the senders' wake-up at commit
+-- (the check on hooks.events, below). Returns how many. publish, hooks._publish_many, replay
+-- and test_webhook all queue through this.
+CREATE FUNCTION hooks._enqueue(event_ids bigint[], tenant_ids text[], event_types text[],
+                               webhook_ids bigint[], envelopes text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
@@ -975,12 +979,16 @@ BEGIN
     END IF;
     WITH o AS (
         INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
-        SELECT u.w, event_id, tenant_id, event_type, u.env FROM unnest(webhook_ids, envelopes) AS u(w, env)
-        RETURNING outbox.delivery_id, outbox.webhook_id
+        SELECT u.w, u.e, u.t, u.et, u.env
+          FROM unnest(webhook_ids, event_ids, tenant_ids, event_types, envelopes) AS u(w, e, t, et, env)
+        RETURNING outbox.delivery_id, outbox.webhook_id, outbox.tenant_id
     )
     INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
-    SELECT o.delivery_id, o.webhook_id, tenant_id FROM o;
+    SELECT o.delivery_id, o.webhook_id, o.tenant_id FROM o;
     GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM set_config('beema_hooks.wake_needed', 'on', true);
+    END IF;
     RETURN n;
 END
 $$;
@@ -1776,21 +1784,17 @@ BEGIN
                w.filter, w.filter_path
           FROM (SELECT DISTINCT t.tenant_id, t.event_type FROM unnest(v_tenant, v_type) AS t(tenant_id, event_type)) AS k
          CROSS JOIN LATERAL hooks.match(k.event_type, k.tenant_id) AS w
-    ), o AS (
-        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
-        SELECT m.webhook_id, e.event_id, e.tenant_id, e.event_type, m.envelope
+    ), d AS (
+        SELECT e.event_id, e.tenant_id, e.event_type, m.webhook_id, m.envelope
           FROM e JOIN m ON m.tenant_id = e.tenant_id AND m.event_type = e.event_type
          WHERE (m.filter IS NULL AND m.filter_path IS NULL)
             OR hooks._passes_filter(m.filter, m.filter_path, e.body::jsonb)
          ORDER BY e.event_id, m.webhook_id
-        RETURNING outbox.delivery_id, outbox.webhook_id, outbox.tenant_id
     )
-    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
-    SELECT o.delivery_id, o.webhook_id, o.tenant_id FROM o;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
-    END IF;
+    SELECT hooks._enqueue(coalesce(array_agg(d.event_id), '{}'), array_agg(d.tenant_id), array_agg(d.event_type),
+                          coalesce(array_agg(d.webhook_id), '{}'), coalesce(array_agg(d.envelope), '{}'))
+      INTO n
+      FROM d;
     RETURN n;
 END
 $$;

@@ -296,6 +296,7 @@ DECLARE
     n integer;
     v_webhooks bigint[];
     v_again bigint[];
+    v_new bigint[];
 BEGIN
     SELECT * INTO e FROM hooks.events x WHERE x.event_id = replay_event.event_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -317,10 +318,11 @@ BEGIN
       FROM hooks.outbox o
      WHERE o.event_id = e.event_id AND o.webhook_id = ANY (v_webhooks);
     n := hooks._requeue(v_again, true);
-    n := n + hooks._enqueue(e.event_id, e.tenant_id, e.event_type,
-                            ARRAY(SELECT w FROM unnest(v_webhooks) AS w
-                                   WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o
-                                                      WHERE o.event_id = e.event_id AND o.webhook_id = w)));
+    v_new := ARRAY(SELECT w FROM unnest(v_webhooks) AS w
+                    WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.event_id = e.event_id AND o.webhook_id = w));
+    n := n + hooks._enqueue(array_fill(e.event_id, ARRAY[cardinality(v_new)]),
+                            array_fill(e.tenant_id, ARRAY[cardinality(v_new)]),
+                            array_fill(e.event_type, ARRAY[cardinality(v_new)]), v_new);
     IF n > 0 THEN
         PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
     END IF;
@@ -373,9 +375,8 @@ BEGIN
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
     VALUES (p.tenant_id, p.event_type, p.event_key, p.body)
     RETURNING event_id INTO eid;
-    PERFORM hooks._enqueue(eid, w.tenant_id, p.event_type, ARRAY[w.webhook_id]);
+    PERFORM hooks._enqueue(ARRAY[eid], ARRAY[w.tenant_id], ARRAY[p.event_type], ARRAY[w.webhook_id]);  -- wakes the senders on commit
     SELECT o.delivery_id INTO STRICT did FROM hooks.outbox o WHERE o.event_id = eid;
-    PERFORM set_config('beema_hooks.wake_needed', 'on', true);  -- wake the senders on commit
     RETURN did;
 END
 $$;

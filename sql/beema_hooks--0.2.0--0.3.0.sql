@@ -1856,13 +1856,16 @@ BEGIN
         RETURN NULL;
     END IF;
     EXECUTE format(
-        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %s, %s)))
-           FROM %s CROSS JOIN LATERAL (SELECT (NULL::%I.%I).*) AS %s
-          WHERE %s',
+        -- the missing side (old of an insert, new of a delete) is a row of NULLs of the same
+        -- columns, taken from the transition table itself: the owner running this needs no
+        -- rights on the watched table's schema (on managed Postgres it is not a superuser)
+        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %1$s, %2$s)))
+           FROM %3$s AS %4$s LEFT JOIN (SELECT * FROM %3$s LIMIT 0) AS %5$s ON true
+          WHERE %6$s',
         CASE WHEN op = 'insert' THEN 'to_jsonb(new)' ELSE 'NULL::jsonb' END,
         CASE WHEN op = 'delete' THEN 'to_jsonb(old)' ELSE 'NULL::jsonb' END,
-        CASE WHEN op = 'insert' THEN 'hooks_new_rows AS new' ELSE 'hooks_old_rows AS old' END,
-        TG_TABLE_SCHEMA, TG_TABLE_NAME,
+        CASE WHEN op = 'insert' THEN 'hooks_new_rows' ELSE 'hooks_old_rows' END,
+        CASE WHEN op = 'insert' THEN 'new' ELSE 'old' END,
         CASE WHEN op = 'insert' THEN 'old' ELSE 'new' END,
         coalesce(w.condition, 'true'))
     USING w, TG_TABLE_SCHEMA::text, TG_TABLE_NAME::text, op;

@@ -17,16 +17,16 @@ use super::*;
 use beema_hooks_bench::procs::ClusterMeter;
 
 /// What one drain cost, per delivery (or per row of the bare queue).
-struct Cost {
-    rate: f64,
-    pg_us: f64,
-    sender_us: f64,
-    wal_b: f64,
+pub(crate) struct Cost {
+    pub(crate) rate: f64,
+    pub(crate) pg_us: f64,
+    pub(crate) sender_us: f64,
+    pub(crate) wal_b: f64,
 }
 
 /// Queues the deliveries of tenant `cost` again, to `target`, and drains them with `senders`
 /// senders. Only the drain is measured: the queue is written, vacuumed and checkpointed first.
-async fn drain(
+pub(crate) async fn drain(
     ctx: &Ctx,
     db: &Client,
     url: &str,
@@ -170,7 +170,7 @@ async fn bare_drain(
 }
 
 /// The app's own table and the hand-rolled outbox (2 indexes per table).
-const HAND_SCHEMA: &str = "
+pub(crate) const HAND_SCHEMA: &str = "
 CREATE SCHEMA bench_app;
 CREATE TABLE bench_app.orders (
     order_id   bigserial     PRIMARY KEY,
@@ -202,7 +202,7 @@ CREATE INDEX deliveries_due_idx ON bench_hand.deliveries (next_attempt_at) WHERE
 
 const ORDER_INSERT: &str = "INSERT INTO bench_app.orders (tenant_id, customer, amount) VALUES ('t' || :t, 'Jane Doe', 1234.50);";
 
-fn publish_txn() -> String {
+pub(crate) fn publish_txn() -> String {
     format!(
         "\\set t random(0, :ntenants - 1)\nBEGIN;\n{ORDER_INSERT}\nSELECT hooks.publish(('{}')::jsonb);\nEND;\n",
         event_json("policy/bound", "t' || :t::text || '")

@@ -1,4 +1,4 @@
-//! `beema-hooks-bench [--smoke] [--runs N] [--out DIR] [--keep-dbs] [p1|p2|p3|p4|p5|fanout|cost ...]`
+//! `beema-hooks-bench [--smoke] [--runs N] [--out DIR] [--keep-dbs] [p1|p2|p3|p4|p5|fanout|cost|watch|flavors ...]`
 //!
 //! The benchmark suite of beema-hooks (issue 6, BENCHMARKS.md). Every figure is the median of
 //! `--runs` runs (3; 1 with `--smoke`), printed beside its baseline measured in the same run on
@@ -19,9 +19,10 @@ use beema_hooks_bench::util::{connect, db_url, median, num, Res};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 mod cost;
+mod flavors;
 mod watch;
 
-const BENCHES: [&str; 8] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost", "watch"];
+const BENCHES: [&str; 9] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost", "watch", "flavors"];
 
 /// The body fields of the benchmark event (besides event, tenantId): a typical small event.
 const EVENT_DATA: &str = r#""policyId":"P-1","premium":1234.5,"currency":"EUR","holder":{"name":"Jane Doe","email":"jane@example.com"}"#;
@@ -209,6 +210,53 @@ impl Ctx {
                 db.batch_execute(&sql).await?;
             }
         }
+        Ok((url, db))
+    }
+
+    /// A new empty database with the portable flavor (dropped first if it exists), installed
+    /// as on managed Postgres: `scripts/portable.sh`, then `psql -f dist/beema_hooks.sql` by
+    /// `beema_owner` (owns the database, may create roles, not a superuser). The URL and client
+    /// returned are the superuser's, as for [`Ctx::fresh_db`], so the measurements match.
+    async fn fresh_portable_db(&mut self, name: &str) -> Res<(String, Client)> {
+        self.admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        self.admin
+            .batch_execute(
+                "DO $$ BEGIN CREATE ROLE beema_owner LOGIN CREATEROLE;
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+            )
+            .await?;
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER beema_owner"))
+            .await?;
+        if !self.dbs.iter().any(|d| d == name) {
+            self.dbs.push(name.to_string());
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dist = self.out.join("dist");
+        let built = std::process::Command::new("bash")
+            .arg(root.join("scripts/portable.sh"))
+            .arg(&dist)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !built.success() {
+            bail!("scripts/portable.sh failed");
+        }
+        let url = db_url(&self.admin_url, name);
+        let owner_url = match url.split_once("://").and_then(|(s, r)| r.split_once('@').map(|(_, h)| (s, h))) {
+            Some((scheme, host)) => format!("{scheme}://beema_owner@{host}"),
+            None => bail!("cannot put the owner into {url}"),
+        };
+        let psql = self.pgbench.with_file_name("psql");
+        let out = std::process::Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &owner_url, "-f"])
+            .arg(dist.join("beema_hooks.sql"))
+            .output()?;
+        if !out.status.success() {
+            bail!("installing the portable flavor: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let db = connect(&url).await?;
         Ok((url, db))
     }
 
@@ -1723,6 +1771,7 @@ async fn run(
             "fanout" => fanout(&mut ctx).await,
             "cost" => cost::cost(&mut ctx).await,
             "watch" => watch::watch(&mut ctx).await,
+            "flavors" => flavors::flavors(&mut ctx).await,
             _ => unreachable!(),
         };
         match r {

@@ -1,5 +1,10 @@
-//! A fresh database with `CREATE EXTENSION beema_hooks` per test, dropped `WITH (FORCE)` at the
-//! end (graphile_worker_rs style), and helpers to register webhooks and publish events.
+//! A fresh database with beema_hooks per test, dropped `WITH (FORCE)` at the end
+//! (graphile_worker_rs style), and helpers to register webhooks and publish events.
+//!
+//! The flavor comes from `BEEMA_FLAVOR`: `native` (the default, `CREATE EXTENSION beema_hooks`
+//! as the superuser) or `portable` (`dist/beema_hooks.sql` of `scripts/portable.sh`, run with
+//! psql by [`OWNER`], a role that owns the database and may create roles but is not a superuser,
+//! as on managed Postgres; the test's connection and the sender then connect as that owner too).
 
 use std::time::Duration;
 
@@ -48,6 +53,88 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// The owner of portable-flavor test databases: LOGIN CREATEROLE, not a superuser.
+pub const OWNER: &str = "beema_owner";
+
+/// Which build of beema_hooks a test database gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// The pgrx extension: `CREATE EXTENSION beema_hooks`.
+    Native,
+    /// The plain-SQL file of `scripts/portable.sh`, PL/pgSQL and pgcrypto only.
+    Portable,
+}
+
+impl Flavor {
+    /// `BEEMA_FLAVOR` (`native` when unset).
+    pub fn from_env() -> Flavor {
+        match std::env::var("BEEMA_FLAVOR").as_deref() {
+            Ok("portable") => Flavor::Portable,
+            Ok("native") | Ok("") | Err(_) => Flavor::Native,
+            Ok(other) => panic!("BEEMA_FLAVOR={other}: use native or portable"),
+        }
+    }
+}
+
+/// `url` with its user replaced by `user` (no password: the test cluster trusts loopback).
+pub fn with_user(url: &str, user: &str) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    format!("{}{user}@{host}", &url[..scheme_end])
+}
+
+/// The Postgres binaries' directory: `PG_BIN`, or Debian's for Postgres 15.
+fn pg_bin() -> std::path::PathBuf {
+    std::env::var_os("PG_BIN")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// `dist/beema_hooks.sql` of this checkout, written once per test process by
+/// `scripts/portable.sh` into a directory of its own.
+pub fn portable_sql() -> std::path::PathBuf {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dir = std::env::temp_dir().join(format!("beema-portable-{}", std::process::id()));
+        let status = std::process::Command::new("bash")
+            .arg(root.join("scripts/portable.sh"))
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run scripts/portable.sh");
+        assert!(status.success(), "scripts/portable.sh failed");
+        dir.join("beema_hooks.sql")
+    })
+    .clone()
+}
+
+/// Runs `file` with psql as `user` against the database of `url` (ON_ERROR_STOP): what a user
+/// of the portable flavor does.
+pub fn psql_file(url: &str, file: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f"])
+        .arg(file)
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
 /// A database of its own with the extension installed.
 pub struct TestDb {
     name: String,
@@ -57,9 +144,50 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `beema_e2e_<unique>` and runs `CREATE EXTENSION beema_hooks` in it.
+    /// Creates `beema_e2e_<unique>` with the flavor of `BEEMA_FLAVOR` (see the module doc).
     pub async fn new() -> TestDb {
-        Self::create("CREATE EXTENSION beema_hooks").await
+        Self::of(Flavor::from_env()).await
+    }
+
+    /// Creates `beema_e2e_<unique>` with beema_hooks of the given flavor.
+    pub async fn of(flavor: Flavor) -> TestDb {
+        match flavor {
+            Flavor::Native => Self::create("CREATE EXTENSION beema_hooks").await,
+            Flavor::Portable => Self::portable().await,
+        }
+    }
+
+    /// The portable flavor, installed by [`OWNER`] from the plain-SQL file.
+    async fn portable() -> TestDb {
+        let admin_url = admin_url();
+        let name = crate::unique_name("beema_e2e");
+        let admin = connect(&admin_url).await;
+        sweep_leftovers(&admin).await;
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE ROLE {OWNER} LOGIN CREATEROLE;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE ROLE {OWNER}: {e:?}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {OWNER}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e:?}"));
+        let url = with_user(&with_database(&admin_url, &name), OWNER);
+        let sql = portable_sql();
+        let file_url = url.clone();
+        tokio::task::spawn_blocking(move || psql_file(&file_url, &sql))
+            .await
+            .expect("psql task")
+            .unwrap_or_else(|e| panic!("installing the portable flavor: {e}"));
+        let client = connect(&url).await;
+        TestDb {
+            name,
+            url,
+            client,
+            dropped: false,
+        }
     }
 
     /// Like [`TestDb::new`], with the extension created at an older `version` (its frozen
@@ -151,9 +279,13 @@ impl TestDb {
     }
 
     /// `ALTER DATABASE <this> SET <name> = <value>`: the setting for every later session,
-    /// the sender's included.
+    /// the sender's included. Run as the cluster's superuser: on Postgres 15 only a superuser
+    /// may set a setting the server does not know (the portable flavor's, without the library)
+    /// at database level; managed-Postgres users pass them in the sender's connection string
+    /// instead (README, "Settings").
     pub async fn set_default(&self, name: &str, value: impl std::fmt::Display) {
-        self.client
+        connect(&admin_url())
+            .await
             .batch_execute(&format!(
                 "ALTER DATABASE {} SET {name} = {value}",
                 self.name

@@ -19,7 +19,7 @@ pub mod sender;
 pub mod signature;
 pub mod wait;
 
-pub use db::{TestDb, Webhook};
+pub use db::{Flavor, TestDb, Webhook};
 pub use receiver::{Receiver, Recorded, Reply};
 pub use sender::{Sender, SenderOptions};
 pub use wait::{wait_until, wait_until_sql};

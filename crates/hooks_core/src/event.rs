@@ -49,11 +49,13 @@ pub fn prepare(event_json: &str, limits: Limits, fresh_id: &str, now: &str) -> R
             Error::invalid("event", format!("event is not valid JSON: {e}"))
         }
     })?;
+    // (fields are taken out with shift_remove, never remove: serde_json's remove is a swap_remove
+    // that moves the last field into the gap, and the other fields must keep their order)
     let Value::Object(mut obj) = value else {
         return Err(Error::invalid("event", format!("event must be a JSON object, got {}", json_type(&value))));
     };
 
-    let (name_field, name) = match (obj.remove("event"), obj.remove("name")) {
+    let (name_field, name) = match (obj.shift_remove("event"), obj.shift_remove("name")) {
         (Some(v), _) => ("event", v),
         (None, Some(v)) => ("name", v),
         (None, None) => return Err(Error::missing("event", "event has no \"event\" (or \"name\") field naming its type")),
@@ -63,12 +65,12 @@ pub fn prepare(event_json: &str, limits: Limits, fresh_id: &str, now: &str) -> R
     };
     validate_event_type(name_field, &event_type)?;
 
-    let data = match obj.remove("data") {
+    let data = match obj.shift_remove("data") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
         Some(v) => return Err(Error::invalid("data", format!("data must be an object, got {}", json_type(&v)))),
     };
-    let user = match obj.remove("user") {
+    let user = match obj.shift_remove("user") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(v @ Value::Object(_)) => v,
         Some(v) => return Err(Error::invalid("user", format!("user must be an object, got {}", json_type(&v)))),
@@ -77,27 +79,27 @@ pub fn prepare(event_json: &str, limits: Limits, fresh_id: &str, now: &str) -> R
     let tenant_id = match (data.get("tenantId"), obj.get("tenantId")) {
         (Some(v), _) => id_string("data.tenantId", v)?,
         (None, Some(v)) => id_string("tenantId", v)?,
-        (None, None) => {
-            return Err(Error::missing("data.tenantId", "event names no tenant: set data.tenantId (or a top-level tenantId)"))
-        }
+        (None, None) => return Err(Error::missing("data.tenantId", "event names no tenant: set data.tenantId (or a top-level tenantId)")),
     };
 
-    let (event_key, key_given) = match obj.remove("id") {
+    let (event_key, key_given) = match obj.shift_remove("id") {
         None | Some(Value::Null) => (fresh_id.to_owned(), false),
         Some(v) => (id_string("id", &v)?, true),
     };
 
-    let timestamp = match obj.remove("timestamp") {
-        None | Some(Value::Null) => Value::String(now.to_owned()),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Value::String(s),
-        Some(v @ Value::Number(_)) if v.as_u64().is_some() => v,
-        Some(v) => {
-            return Err(Error::invalid(
+    let timestamp =
+        match obj.shift_remove("timestamp") {
+            None | Some(Value::Null) => Value::String(now.to_owned()),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Value::String(s),
+            Some(v @ Value::Number(_)) if v.as_u64().is_some() => v,
+            Some(v) => return Err(Error::invalid(
                 "timestamp",
-                format!("timestamp must be a non-empty string of at most 64 characters or a non-negative integer (epoch milliseconds), got {}", json_type(&v)),
-            ))
-        }
-    };
+                format!(
+                    "timestamp must be a non-empty string of at most 64 characters or a non-negative integer (epoch milliseconds), got {}",
+                    json_type(&v)
+                ),
+            )),
+        };
 
     let mut body = Map::with_capacity(5 + obj.len());
     body.insert("id".into(), Value::String(event_key.clone()));
@@ -108,10 +110,13 @@ pub fn prepare(event_json: &str, limits: Limits, fresh_id: &str, now: &str) -> R
     for (k, v) in obj {
         body.insert(k, v);
     }
-    let body = serde_json::to_string(&Value::Object(body))
-        .map_err(|e| Error::invalid("event", format!("event cannot be serialized: {e}")))?;
+    let body =
+        serde_json::to_string(&Value::Object(body)).map_err(|e| Error::invalid("event", format!("event cannot be serialized: {e}")))?;
     if body.len() > limits.max_bytes {
-        return Err(Error::too_large("event", format!("event body is {} bytes; the limit is {} (setting hooks.max_payload_bytes)", body.len(), limits.max_bytes)));
+        return Err(Error::too_large(
+            "event",
+            format!("event body is {} bytes; the limit is {} (setting hooks.max_payload_bytes)", body.len(), limits.max_bytes),
+        ));
     }
     Ok(PreparedEvent { tenant_id, event_type, event_key, key_given, body })
 }
@@ -147,12 +152,27 @@ mod tests {
 
     #[test]
     fn builds_body_in_a_fixed_order() {
-        let p = prep(r#"{"timestamp":"t1","data":{"tenantId":"acme","policyId":7},"event":"policy/bound","id":"e-1","user":{"id":"u"},"v":"1"}"#).unwrap();
+        let p = prep(
+            r#"{"timestamp":"t1","data":{"tenantId":"acme","policyId":7},"event":"policy/bound","id":"e-1","user":{"id":"u"},"v":"1"}"#,
+        )
+        .unwrap();
         assert_eq!(p.tenant_id, "acme");
         assert_eq!(p.event_type, "policy/bound");
         assert_eq!(p.event_key, "e-1");
         assert!(p.key_given);
-        assert_eq!(p.body, r#"{"id":"e-1","event":"policy/bound","data":{"tenantId":"acme","policyId":7},"user":{"id":"u"},"timestamp":"t1","v":"1"}"#);
+        assert_eq!(
+            p.body,
+            r#"{"id":"e-1","event":"policy/bound","data":{"tenantId":"acme","policyId":7},"user":{"id":"u"},"timestamp":"t1","v":"1"}"#
+        );
+    }
+
+    #[test]
+    fn other_fields_keep_their_order() {
+        let p = prep(r#"{"id":"k","a":1,"data":{"tenantId":"t"},"b":2,"event":"x/y","c":3}"#).unwrap();
+        assert_eq!(
+            p.body,
+            r#"{"id":"k","event":"x/y","data":{"tenantId":"t"},"user":{},"timestamp":"2026-11-23T00:00:00.000Z","a":1,"b":2,"c":3}"#
+        );
     }
 
     #[test]
@@ -162,7 +182,10 @@ mod tests {
         assert_eq!(p.tenant_id, "t9");
         assert_eq!(p.event_key, "fresh-1");
         assert!(!p.key_given);
-        assert_eq!(p.body, r#"{"id":"fresh-1","event":"claim/opened","data":{},"user":{},"timestamp":"2026-11-23T00:00:00.000Z","tenantId":"t9"}"#);
+        assert_eq!(
+            p.body,
+            r#"{"id":"fresh-1","event":"claim/opened","data":{},"user":{},"timestamp":"2026-11-23T00:00:00.000Z","tenantId":"t9"}"#
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ SELECT count(hooks.publish(format('{"event": "busy/x", "id": "b%s", "data": {"te
 UPDATE hooks.deliveries SET next_attempt_at = now() - interval '1 minute';
 SELECT count(hooks.publish(format('{"event": "quiet/x", "id": "q%s", "data": {"tenantId": "acme"}}', i)::jsonb))
   FROM generate_series(1, 5) i;
-SHOW hooks.max_in_flight_per_webhook;  -- (the library is loaded by now)
+SELECT hooks._setting_int('hooks.max_in_flight_per_webhook', 32) AS cap;  -- (the setting, or its default)
 CREATE TEMP TABLE before_claim AS SELECT * FROM hooks.deliveries;
 
 -- one claim of 100: 32 of busy (the cap) and all 5 of quiet

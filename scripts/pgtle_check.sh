@@ -61,7 +61,7 @@ EOF
 
 $SUDO install -m 644 "$work/beema_hooks_pgtle_check.control" "$work/beema_hooks_pgtle_check--$version.sql" "$extdir/"
 psql_admin -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-psql_admin -d "$db" <<'SQL'
+psql_admin -d "$db" >/dev/null <<'SQL'
 CREATE EXTENSION beema_hooks_pgtle_check CASCADE;
 INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url) VALUES ('acme', 'w', 'claim/*', 'https://a.example/');
 SELECT hooks.publish('{"event": "claim/opened", "data": {"tenantId": "acme", "name": "Zoë"}}');

@@ -2,10 +2,13 @@
 # Sets everything up (scripts/setup.sh), then runs every test against a real Postgres:
 #   1. unit and property tests (hooks_core, sender)
 #   2. #[pg_test]s of the extension (cargo pgrx test, its own throwaway cluster)
-#   3. pg_regress files (user-facing SQL, expected output checked in)
+#   3. pg_regress files (user-facing SQL, expected output checked in), against both flavors:
+#      native, and portable (scripts/portable.sh's plain SQL, installed by a non-superuser owner);
+#      the pg_tle file's structure and its script run as an extension script (pgtle_check.sh)
 #   4. upgrade test: every released version, with data, upgraded to the current one must equal
 #      a fresh install (scripts/upgrade_test.sh)
-#   5. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers
+#   5. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers;
+#      then the delivery tests again against the portable flavor (BEEMA_FLAVOR=portable)
 #   6. the benchmarks in smoke mode (tiny sizes; they fail only when their code breaks)
 # Exits non-zero when anything fails.
 set -uo pipefail
@@ -42,8 +45,11 @@ step "extension #[pg_test]s" pgrx_tests
 "$BEEMA_ROOT/scripts/pg.sh" start >/dev/null || { say "could not start postgres"; exit 1; }
 trap '"$BEEMA_ROOT/scripts/pg.sh" stop' EXIT
 step "pg_regress" "$BEEMA_ROOT/scripts/regress.sh"
+step "pg_tle file check" "$BEEMA_ROOT/scripts/pgtle_check.sh"
 step "upgrade test" "$BEEMA_ROOT/scripts/upgrade_test.sh"
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
+step "end-to-end tests, portable flavor" env BEEMA_FLAVOR=portable cargo test --release -q -p beema_hooks_e2e \
+  --test delivery --test faults --test wakeups --test senders --test sql_concurrency
 # benchmarks never fail for slowness; the smoke run only proves their code still works
 step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke
 

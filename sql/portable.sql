@@ -20,6 +20,10 @@ BEGIN
     SELECT n.nspname INTO s
       FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
      WHERE e.extname = 'pgcrypto';
+    IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+        RAISE EXCEPTION 'beema_hooks (portable) needs a UTF8 database, this one is %', pg_catalog.current_setting('server_encoding')
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
     IF s IS NULL THEN
         RAISE EXCEPTION 'beema_hooks (portable) needs pgcrypto in this database'
             USING ERRCODE = 'undefined_object', HINT = 'Run CREATE EXTENSION pgcrypto; first.';
@@ -32,6 +36,13 @@ BEGIN
         LANGUAGE sql VOLATILE STRICT PARALLEL SAFE AS 'SELECT %I.gen_random_bytes($1)'$f$, s);
 END
 $install$;
+
+-- The UTF-8 bytes of a text (the database's bytes: the portable flavor needs a UTF8 database).
+-- Immutable, unlike convert_to, so that the signing functions built on it are inlined.
+CREATE FUNCTION hooks._utf8(t text) RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT decode(replace($1, '\', '\\'), 'escape')
+$$;
 
 -------------------------------------------------------------------------------------------------
 -- Errors and messages as the native flavor words them (beema_hooks_ext/src/errors.rs).
@@ -105,8 +116,9 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$;
 
 -- Canonical standard base64 (padded, no stray bits, no whitespace), decoded; NULL otherwise.
+-- (Not STRICT, so that it is inlined; NULL gives NULL.)
 CREATE FUNCTION hooks._b64_decode(b64 text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN $1 ~ '^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$'
                 THEN decode($1, 'base64') END
 $$;
@@ -722,16 +734,17 @@ $$;
 
 -- The HMAC key of a secret for the Standard Webhooks signature: the decoded bytes after
 -- `whsec_`, or the secret's UTF-8 bytes for any other form (or a whsec_ that does not decode).
+-- (Not STRICT, so that it is inlined; NULL gives NULL.)
 CREATE FUNCTION hooks._standard_key(secret text) RETURNS bytea
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT coalesce(CASE WHEN $1 LIKE 'whsec\_%' THEN hooks._b64_decode(substr($1, 7)) END, convert_to($1, 'UTF8'))
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(CASE WHEN $1 LIKE 'whsec\_%' THEN hooks._b64_decode(substr($1, 7)) END, hooks._utf8($1))
 $$;
 
 -- Twin of sign (signing.rs): `sha256=<lowercase hex HMAC-SHA256>` of the payload's UTF-8 bytes,
 -- keyed by the secret's UTF-8 bytes: the X-Beema-Signature header. NULL in, NULL out.
 CREATE FUNCTION hooks.sign(payload text, secret text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT 'sha256=' || encode(hooks._hmac_sha256(convert_to($2, 'UTF8'), convert_to($1, 'UTF8')), 'hex')
+    SELECT 'sha256=' || encode(hooks._hmac_sha256(hooks._utf8($2), hooks._utf8($1)), 'hex')
 $$;
 
 -- Twin of verify (signing.rs): does an X-Beema-Signature value (`sha256=<hex>`, the prefix
@@ -739,23 +752,41 @@ $$;
 CREATE FUNCTION hooks.verify(payload text, secret text, signature text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT CASE WHEN h ~ '^([0-9A-Fa-f]{2})*$'
-                THEN decode(h, 'hex') = hooks._hmac_sha256(convert_to($2, 'UTF8'), convert_to($1, 'UTF8'))
+                THEN decode(h, 'hex') = hooks._hmac_sha256(hooks._utf8($2), hooks._utf8($1))
                 ELSE false END
       FROM (SELECT regexp_replace(CASE WHEN $3 LIKE 'sha256=%' THEN substr($3, 8) ELSE $3 END,
                                   '^[\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$',
                                   '', 'g') AS h) AS s
 $$;
 
+-- sign_standard's general case: any number of secrets, NULLs skipped.
+CREATE FUNCTION hooks._sign_standard_all(msg_id text, "timestamp" bigint, body text, secrets text[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    m   bytea := hooks._utf8(msg_id || '.' || "timestamp" || '.' || body);
+    s   text;
+    out text[] := '{}';
+BEGIN
+    FOREACH s IN ARRAY secrets LOOP
+        IF s IS NOT NULL THEN
+            out := out || ('v1,' || encode(hooks._hmac_sha256(hooks._standard_key(s), m), 'base64'));
+        END IF;
+    END LOOP;
+    RETURN array_to_string(out, ' ');
+END
+$$;
+
 -- Twin of sign_standard (signing.rs): the Standard Webhooks `webhook-signature` header, one
 -- `v1,<base64 HMAC-SHA256 of "msg_id.timestamp.body">` per secret, space-separated; NULL
--- secrets are skipped; other NULL arguments give NULL.
+-- secrets are skipped; other NULL arguments give NULL. One expression for the usual single
+-- secret, so hooks.claim inlines it (not declared STRICT, which would stop the inlining; every
+-- NULL argument still gives NULL).
 CREATE FUNCTION hooks.sign_standard(msg_id text, "timestamp" bigint, body text, secrets text[]) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT coalesce(string_agg('v1,' || encode(hooks._hmac_sha256(hooks._standard_key(s.secret),
-                                                                 convert_to($1 || '.' || $2 || '.' || $3, 'UTF8')), 'base64'),
-                               ' ' ORDER BY s.i), '')
-      FROM unnest($4) WITH ORDINALITY AS s(secret, i)
-     WHERE s.secret IS NOT NULL
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN cardinality($4) = 1 AND $4[1] IS NOT NULL
+                THEN 'v1,' || encode(hooks._hmac_sha256(hooks._standard_key($4[1]),
+                                                        hooks._utf8($1 || '.' || $2::text || '.' || $3)), 'base64')
+                ELSE hooks._sign_standard_all($1, $2, $3, $4) END
 $$;
 
 -- Twin of verify_standard (signing.rs): does any `v1,` entry of a webhook-signature header
@@ -763,7 +794,7 @@ $$;
 CREATE FUNCTION hooks.verify_standard(msg_id text, "timestamp" bigint, body text, secret text, signature text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     SELECT coalesce(bool_or(hooks._b64_decode(substr(e, 4))
-                            = hooks._hmac_sha256(hooks._standard_key($4), convert_to($1 || '.' || $2 || '.' || $3, 'UTF8'))), false)
+                            = hooks._hmac_sha256(hooks._standard_key($4), hooks._utf8($1 || '.' || $2::text || '.' || $3))), false)
       FROM unnest(string_to_array($5, ' ')) AS e
      WHERE e LIKE 'v1,%'
 $$;

@@ -49,7 +49,11 @@ plain="$out/beema_hooks.sql"
 -- Cloud SQL, Azure, Neon, Supabase). One transaction: it installs everything or nothing.
 -- Rerun over this version it changes nothing; over another version it stops, naming it.
 \\set ON_ERROR_STOP on
+-- (scripts/move_flavor.sh runs this file inside its own transaction: -v beema_outer_txn=1)
+\\if :{?beema_outer_txn}
+\\else
 BEGIN;
+\\endif
 SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('beema_hooks install'));
 CREATE EXTENSION IF NOT EXISTS pgcrypto;
 SELECT pg_catalog.to_regnamespace('hooks') IS NULL AS beema_fresh,
@@ -74,7 +78,10 @@ DO \$\$ BEGIN RAISE EXCEPTION 'schema hooks exists and is not beema_hooks $versi
     coalesce(pg_catalog.quote_literal(pg_catalog.obj_description(pg_catalog.to_regnamespace('hooks'), 'pg_namespace')), 'nothing')
     USING ERRCODE = 'duplicate_schema', HINT = 'This file installs $version and knows no upgrade path from there; see the README, "Upgrading".'; END \$\$;
 \\endif
+\\if :{?beema_outer_txn}
+\\else
 COMMIT;
+\\endif
 EOF
 } > "$plain.tmp"
 mv "$plain.tmp" "$plain"

@@ -438,7 +438,8 @@ DECLARE
     w  hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
     op text := lower(TG_OP);
 BEGIN
-    IF w.watch_id IS NULL THEN
+    -- (a trigger some role made by hand, naming another table's watch, publishes nothing)
+    IF w.watch_id IS NULL OR w.table_name <> TG_RELID THEN
         RETURN NULL;
     END IF;
     EXECUTE format(
@@ -466,11 +467,33 @@ LANGUAGE plpgsql AS $$
 DECLARE
     w hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
 BEGIN
-    IF w.watch_id IS NOT NULL THEN
+    IF w.watch_id IS NOT NULL AND w.table_name = TG_RELID THEN
         PERFORM hooks.publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
                                                  to_jsonb(NEW), to_jsonb(OLD)));
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- The triggers of a watch on its table (hooks.watch_table; a move between flavors attaches the
+-- watches it copies again).
+CREATE FUNCTION hooks._watch_attach(w hooks.watched_tables) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF 'insert' = ANY (w.operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS hooks_new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', w.table_name, w.watch_id);
+    END IF;
+    IF 'update' = ANY (w.operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_update AFTER UPDATE ON %s FOR EACH ROW %s
+                        EXECUTE FUNCTION hooks._watch_row(%s)',
+                       w.table_name, CASE WHEN w.condition IS NULL THEN '' ELSE format('WHEN (%s)', w.condition) END,
+                       w.watch_id);
+    END IF;
+    IF 'delete' = ANY (w.operations) THEN
+        EXECUTE format('CREATE TRIGGER hooks_watch_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS hooks_old_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', w.table_name, w.watch_id);
+    END IF;
 END
 $$;
 
@@ -539,19 +562,7 @@ BEGIN
     VALUES (watch_table.table_name, tenant_column, tenant_id, event_type, operations,
             columns, exclude_columns, condition)
     RETURNING * INTO w;
-    IF 'insert' = ANY (operations) THEN
-        EXECUTE format('CREATE TRIGGER hooks_watch_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS hooks_new_rows
-                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', v_rel, w.watch_id);
-    END IF;
-    IF 'update' = ANY (operations) THEN
-        EXECUTE format('CREATE TRIGGER hooks_watch_update AFTER UPDATE ON %s FOR EACH ROW %s
-                        EXECUTE FUNCTION hooks._watch_row(%s)',
-                       v_rel, CASE WHEN condition IS NULL THEN '' ELSE format('WHEN (%s)', condition) END, w.watch_id);
-    END IF;
-    IF 'delete' = ANY (operations) THEN
-        EXECUTE format('CREATE TRIGGER hooks_watch_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS hooks_old_rows
-                        FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(%s)', v_rel, w.watch_id);
-    END IF;
+    PERFORM hooks._watch_attach(w);
     RETURN w;
 END
 $$;

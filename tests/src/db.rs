@@ -294,6 +294,12 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("ALTER DATABASE ... SET {name}: {e}"));
     }
 
+    /// Every row of every table of schema hooks as text, sorted: what a rerun of the install
+    /// or a move between flavors must keep.
+    pub async fn snapshot_rows(&self) -> Vec<String> {
+        snapshot_rows(&self.client).await
+    }
+
     /// `count(*)` of a query's rows.
     pub async fn count(&self, sql_from_where: &str) -> i64 {
         self.one::<i64>(&format!("SELECT count(*) FROM {sql_from_where}"))
@@ -354,6 +360,30 @@ impl TestDb {
         let admin = connect(&admin_url()).await;
         drop_database(&admin, &self.name).await;
     }
+}
+
+/// Every row of every table of schema hooks as text, sorted, read on `client`.
+pub async fn snapshot_rows(client: &Client) -> Vec<String> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+              WHERE c.relnamespace = 'hooks'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables of schema hooks")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() >= 9, "schema hooks has only {tables:?}");
+    let mut rows = Vec::new();
+    for t in tables {
+        let q = format!("SELECT '{t}: ' || r::text FROM {t} r ORDER BY r::text");
+        for row in client.query(q.as_str(), &[]).await.expect("rows") {
+            rows.push(row.get(0));
+        }
+    }
+    rows
 }
 
 /// `SELECT hooks.publish($1::jsonb)` on any connection (e.g. inside a transaction).

@@ -7,31 +7,6 @@ use beema_hooks_e2e::db::{portable_sql, psql_file, with_database, with_user, OWN
 use beema_hooks_e2e::{Flavor, TestDb, Webhook};
 use serde_json::json;
 
-/// Every row of every table of schema hooks, as text, in a stable order: what a rerun must keep.
-async fn snapshot(db: &TestDb) -> Vec<String> {
-    let tables: Vec<String> = db
-        .client()
-        .query(
-            "SELECT c.oid::regclass::text FROM pg_class c
-              WHERE c.relnamespace = 'hooks'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1",
-            &[],
-        )
-        .await
-        .expect("tables")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(tables.len() >= 9, "schema hooks has only {tables:?}");
-    let mut rows = Vec::new();
-    for t in tables {
-        let q = format!("SELECT '{t}: ' || r::text FROM {t} r ORDER BY r::text");
-        for row in db.client().query(q.as_str(), &[]).await.expect("rows") {
-            rows.push(row.get(0));
-        }
-    }
-    rows
-}
-
 #[tokio::test]
 async fn plain_sql_rerun_keeps_every_row_and_refuses_other_installs() {
     let db = TestDb::of(Flavor::Portable).await;
@@ -97,7 +72,7 @@ async fn plain_sql_rerun_keeps_every_row_and_refuses_other_installs() {
         .map(|r| r.get(0))
         .collect();
     assert!(states.len() >= 4, "rows in too few states: {states:?}");
-    let before = snapshot(&db).await;
+    let before = db.snapshot_rows().await;
 
     // Rerun by the owner: nothing to do, nothing changed.
     let out = psql_file(db.url(), &portable_sql()).expect("rerunning the plain-SQL file");
@@ -105,7 +80,7 @@ async fn plain_sql_rerun_keeps_every_row_and_refuses_other_installs() {
         out.contains("already installed: nothing to do"),
         "rerun said: {out}"
     );
-    assert_eq!(snapshot(&db).await, before, "a rerun changed rows");
+    assert_eq!(db.snapshot_rows().await, before, "a rerun changed rows");
     let version: String = db
         .one("SELECT obj_description('hooks'::regnamespace, 'pg_namespace')")
         .await;

@@ -79,6 +79,20 @@ SELECT left(sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "data": {"tenan
 INSERT INTO regress_app.orders VALUES (1, 10.50), (2, 99);
 RESET ROLE;
 SELECT event_type, body::jsonb->'data'->'record' AS record FROM hooks.events WHERE event_type LIKE 'orders/%' ORDER BY event_id;
+-- a trigger another publisher makes by hand on its own table, naming that watch, publishes nothing:
+-- a watch publishes only the changes of its own table
+CREATE ROLE regress_watch_other IN ROLE hooks_publisher;
+CREATE TABLE public.regress_other (id int PRIMARY KEY, amount numeric);
+ALTER TABLE public.regress_other OWNER TO regress_watch_other;
+SELECT watch_id AS orders_watch FROM hooks.watched_tables WHERE table_name = 'regress_app.orders'::regclass \gset
+SET ROLE regress_watch_other;
+CREATE TRIGGER sneaky AFTER INSERT ON public.regress_other REFERENCING NEW TABLE AS hooks_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION hooks._watch_statement(:'orders_watch');
+INSERT INTO public.regress_other VALUES (7, 700);
+RESET ROLE;
+SELECT count(*) AS published_by_the_sneaky_trigger FROM hooks.events WHERE body LIKE '%700%';
+DROP TABLE public.regress_other;
+DROP ROLE regress_watch_other;
 -- the owner loses the right to publish: changes fail (42501) rather than go unpublished
 REVOKE hooks_publisher FROM regress_watch_owner;
 SET ROLE regress_watch_app;

@@ -68,6 +68,7 @@ pub(crate) async fn flavors(ctx: &mut Ctx) -> Res<()> {
     // [native, portable]
     let mut drain: [Vec<(f64, f64)>; 2] = Default::default();
     let mut tps: [Vec<f64>; 2] = Default::default();
+    // All drains first, then the publish runs.
     for run in 0..ctx.runs {
         let order: [usize; 2] = if run % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
@@ -84,6 +85,10 @@ pub(crate) async fn flavors(ctx: &mut Ctx) -> Res<()> {
             .await?;
             drain[i].push((c.rate, c.pg_us));
         }
+    }
+    // The publish runs after every drain: they truncate the outbox the drains requeue.
+    for run in 0..ctx.runs {
+        let order: [usize; 2] = if run % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let (url, db) = &dbs[i];
             truncate_outbox(db, false).await?;

@@ -434,15 +434,38 @@ LANGUAGE sql IMMUTABLE AS $$
        AND ($2 IS NULL OR coalesce(jsonb_path_match($3, $2, '{}', true), false))
 $$;
 
+-- The largest event hooks.publish accepts, in bytes: an admin's row in hooks.settings, else
+-- 1 MiB. A session's own hooks.max_payload_bytes (read by hooks._prepare_event) can only lower
+-- it. Returns `json` (the event's text, or with kind 'body' the body built from it) when it is
+-- within the limit, raises 54000 as hooks._prepare_event words it otherwise.
+CREATE FUNCTION hooks._check_payload(json text, kind text DEFAULT 'event') RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limit integer;
+BEGIN
+    IF octet_length(json) <= 1024 THEN
+        RETURN json;  -- (under every limit there can be)
+    END IF;
+    SELECT coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = 'hooks.max_payload_bytes'), 1048576) INTO v_limit;
+    IF octet_length(json) > v_limit THEN
+        RAISE EXCEPTION USING ERRCODE = 'program_limit_exceeded', DETAIL = 'field: event',
+            MESSAGE = format(CASE kind WHEN 'body' THEN 'hooks.publish: event too large: event body is %s bytes; the limit is %s (setting hooks.max_payload_bytes)'
+                                       ELSE 'hooks.publish: event too large: event is %s bytes of JSON; the limit is %s (setting hooks.max_payload_bytes)' END,
+                             octet_length(json), v_limit);
+    END IF;
+    RETURN json;
+END
+$$;
+
 -- The webhooks hooks.publish would deliver an event to: matched by type and tenant as
 -- hooks.match(event_type, tenant_id) does, and passing their payload filters. An invalid event
 -- raises what hooks.publish raises for it.
 CREATE FUNCTION hooks.match(event jsonb) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
     SELECT m.*
-      FROM hooks._prepare_event($1::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
+      FROM hooks._prepare_event(hooks._check_payload($1::text), to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
      CROSS JOIN LATERAL hooks.match(p.event_type, p.tenant_id) AS m
-     WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb)
+     WHERE hooks._passes_filter(m.filter, m.filter_path, hooks._check_payload(p.body, 'body')::jsonb)
 $$;
 
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one
@@ -469,9 +492,11 @@ BEGIN
                   HINT = 'Pass a JSON object such as {"event": "policy/bound", "data": {"tenantId": "acme"}}.';
     END IF;
 
+    -- (the admin's limit, hooks.settings; the session's own, lower one is _prepare_event's)
     SELECT * INTO STRICT p
-      FROM hooks._prepare_event(event::text,
+      FROM hooks._prepare_event(hooks._check_payload(event::text),
                                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    PERFORM hooks._check_payload(p.body, 'body');
     IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
         RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
                         current_setting('hooks.tenant_id'), p.tenant_id
@@ -537,7 +562,8 @@ BEGIN
            array_agg(p.event_key ORDER BY u.ord), array_agg(p.body ORDER BY u.ord)
       INTO v_tenant, v_type, v_key, v_body
       FROM unnest(events) WITH ORDINALITY AS u(ev, ord)
-     CROSS JOIN LATERAL hooks._prepare_event(u.ev::text, v_now) AS p;
+     CROSS JOIN LATERAL hooks._prepare_event(hooks._check_payload(u.ev::text), v_now) AS p
+     WHERE hooks._check_payload(p.body, 'body') IS NOT NULL;
     IF v_tenant IS NULL THEN
         RETURN 0;
     END IF;
@@ -681,10 +707,12 @@ $$;
 -- The sender's API (docs/sender-api.md). The sender reads no table; these own every transition.
 -------------------------------------------------------------------------------------------------
 
--- An integer setting (GUC) with a default for when it is unset.
+-- An integer setting: an admin's row in hooks.settings, else the session's (or database's)
+-- setting, else the default.
 CREATE FUNCTION hooks._setting_int(name text, fallback integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(nullif(current_setting(name, true), '')::integer, fallback)
+    SELECT coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = $1),
+                    nullif(current_setting($1, true), '')::integer, $2)
 $$;
 
 CREATE FUNCTION hooks._check_sender_id(sender_id text) RETURNS void

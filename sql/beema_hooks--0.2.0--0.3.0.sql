@@ -725,6 +725,65 @@ CREATE CONSTRAINT TRIGGER events_wake_sender
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION hooks._wake_sender();
 
+-------------------------------------------------------------------------------------------------
+-- Settings an admin sets for every session (hooks.settings, README "Settings"): read first by
+-- hooks._setting_int; no rows at first, so every database keeps the settings it had.
+-------------------------------------------------------------------------------------------------
+CREATE TABLE hooks.settings (
+    name       text        PRIMARY KEY,
+    value      integer     NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by name        NOT NULL DEFAULT current_user,
+    CONSTRAINT settings_known CHECK (name IN ('hooks.max_payload_bytes', 'hooks.breaker_failure_threshold',
+        'hooks.breaker_cooldown_ms', 'hooks.breaker_max_cooldown_ms', 'hooks.max_in_flight_per_webhook',
+        'hooks.disable_after_failing_hours')),
+    CONSTRAINT settings_range CHECK (CASE name
+        WHEN 'hooks.max_payload_bytes' THEN value BETWEEN 1024 AND 67108864
+        WHEN 'hooks.breaker_failure_threshold' THEN value BETWEEN 0 AND 1000
+        WHEN 'hooks.breaker_cooldown_ms' THEN value BETWEEN 100 AND 86400000
+        WHEN 'hooks.breaker_max_cooldown_ms' THEN value BETWEEN 100 AND 604800000
+        WHEN 'hooks.max_in_flight_per_webhook' THEN value BETWEEN 0 AND 100000
+        WHEN 'hooks.disable_after_failing_hours' THEN value BETWEEN 0 AND 8760 END)
+);
+SELECT pg_catalog.pg_extension_config_dump('hooks.settings', '');
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.settings TO hooks_admin;
+ALTER TABLE hooks.settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admins_read ON hooks.settings FOR SELECT TO hooks_admin USING (true);
+CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+
+-- The largest event hooks.publish accepts, in bytes: an admin's row in hooks.settings, else
+-- 1 MiB. A session's own hooks.max_payload_bytes (read by hooks._prepare_event) can only lower
+-- it. Returns `json` (the event's text, or with kind 'body' the body built from it) when it is
+-- within the limit, raises 54000 as hooks._prepare_event words it otherwise.
+CREATE FUNCTION hooks._check_payload(json text, kind text DEFAULT 'event') RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limit integer;
+BEGIN
+    IF octet_length(json) <= 1024 THEN
+        RETURN json;  -- (under every limit there can be)
+    END IF;
+    SELECT coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = 'hooks.max_payload_bytes'), 1048576) INTO v_limit;
+    IF octet_length(json) > v_limit THEN
+        RAISE EXCEPTION USING ERRCODE = 'program_limit_exceeded', DETAIL = 'field: event',
+            MESSAGE = format(CASE kind WHEN 'body' THEN 'hooks.publish: event too large: event body is %s bytes; the limit is %s (setting hooks.max_payload_bytes)'
+                                       ELSE 'hooks.publish: event too large: event is %s bytes of JSON; the limit is %s (setting hooks.max_payload_bytes)' END,
+                             octet_length(json), v_limit);
+    END IF;
+    RETURN json;
+END
+$$;
+
+-- An integer setting: an admin's row in hooks.settings, else the session's (or database's)
+-- setting, else the default.
+CREATE OR REPLACE FUNCTION hooks._setting_int(name text, fallback integer) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = $1),
+                    nullif(current_setting($1, true), '')::integer, $2)
+$$;
+
+
 -- Publishes an event inside the caller's transaction: one hooks.events row, and one
 -- hooks.deliveries row per matching webhook (which arms the sender's wake-up on commit, below). Returns the
 -- event id; publishing the same "id" again for a tenant returns the first event's id and writes
@@ -749,9 +808,11 @@ BEGIN
                   HINT = 'Pass a JSON object such as {"event": "policy/bound", "data": {"tenantId": "acme"}}.';
     END IF;
 
+    -- (the admin's limit, hooks.settings; the session's own, lower one is _prepare_event's)
     SELECT * INTO STRICT p
-      FROM hooks._prepare_event(event::text,
+      FROM hooks._prepare_event(hooks._check_payload(event::text),
                                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+    PERFORM hooks._check_payload(p.body, 'body');
     IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
         RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
                         current_setting('hooks.tenant_id'), p.tenant_id
@@ -1624,9 +1685,9 @@ $$;
 CREATE FUNCTION hooks.match(event jsonb) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
     SELECT m.*
-      FROM hooks._prepare_event($1::text, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
+      FROM hooks._prepare_event(hooks._check_payload($1::text), to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
      CROSS JOIN LATERAL hooks.match(p.event_type, p.tenant_id) AS m
-     WHERE hooks._passes_filter(m.filter, m.filter_path, p.body::jsonb)
+     WHERE hooks._passes_filter(m.filter, m.filter_path, hooks._check_payload(p.body, 'body')::jsonb)
 $$;
 
 DROP FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text);
@@ -1764,7 +1825,8 @@ BEGIN
            array_agg(p.event_key ORDER BY u.ord), array_agg(p.body ORDER BY u.ord)
       INTO v_tenant, v_type, v_key, v_body
       FROM unnest(events) WITH ORDINALITY AS u(ev, ord)
-     CROSS JOIN LATERAL hooks._prepare_event(u.ev::text, v_now) AS p;
+     CROSS JOIN LATERAL hooks._prepare_event(hooks._check_payload(u.ev::text), v_now) AS p
+     WHERE hooks._check_payload(p.body, 'body') IS NOT NULL;
     IF v_tenant IS NULL THEN
         RETURN 0;
     END IF;
@@ -2079,3 +2141,4 @@ SELECT w.webhook_id,
  GROUP BY w.webhook_id;
 GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
 ALTER VIEW hooks.webhook_backlog SET (security_invoker = true);
+

@@ -266,7 +266,9 @@ CREATE FUNCTION hooks._prepare_event(event text, now text)
 RETURNS TABLE (tenant_id text, event_type text, event_key text, body text)
 LANGUAGE plpgsql STRICT VOLATILE PARALLEL SAFE AS $$
 DECLARE
-    c_max   constant integer := least(greatest(hooks._setting_int('hooks.max_payload_bytes', 1048576), 1024), 67108864);
+    -- (the session's own limit, hooks.max_payload_bytes, 64 MiB when unset, as the native
+    -- setting's default; the admin's limit in hooks.settings is applied by the callers)
+    c_max   constant integer := least(greatest(coalesce(nullif(current_setting('hooks.max_payload_bytes', true), '')::integer, 67108864), 1024), 67108864);
     v       jsonb;
     v_field text;
     v_name  jsonb;

@@ -246,6 +246,29 @@ CREATE TABLE hooks.watched_tables (
     CHECK (operations <@ ARRAY['insert', 'update', 'delete'] AND cardinality(operations) > 0)
 );
 
+-- Settings an admin sets for every session (README, "Settings"): a row here is the value that
+-- hooks.claim and hooks.complete use, whatever a session sets; without a row, the session's (or
+-- the database's) setting applies, then the default. The settings the sender's sessions read
+-- (circuit breaker, in-flight cap, disabling); both flavors read this table, and where
+-- ALTER DATABASE ... SET needs a superuser (the portable flavor on managed Postgres) it is how
+-- the database owner changes them. Only all-tenant admins and the owner write it.
+CREATE TABLE hooks.settings (
+    name       text        PRIMARY KEY,
+    value      integer     NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    updated_by name        NOT NULL DEFAULT current_user,
+    CONSTRAINT settings_known CHECK (name IN ('hooks.max_payload_bytes', 'hooks.breaker_failure_threshold',
+        'hooks.breaker_cooldown_ms', 'hooks.breaker_max_cooldown_ms', 'hooks.max_in_flight_per_webhook',
+        'hooks.disable_after_failing_hours')),
+    CONSTRAINT settings_range CHECK (CASE name
+        WHEN 'hooks.max_payload_bytes' THEN value BETWEEN 1024 AND 67108864
+        WHEN 'hooks.breaker_failure_threshold' THEN value BETWEEN 0 AND 1000
+        WHEN 'hooks.breaker_cooldown_ms' THEN value BETWEEN 100 AND 86400000
+        WHEN 'hooks.breaker_max_cooldown_ms' THEN value BETWEEN 100 AND 604800000
+        WHEN 'hooks.max_in_flight_per_webhook' THEN value BETWEEN 0 AND 100000
+        WHEN 'hooks.disable_after_failing_hours' THEN value BETWEEN 0 AND 8760 END)
+);
+
 -- pg_dump writes the rows of an extension's tables only when they are marked as configuration:
 -- without this a dump and restore would keep the extension and lose every webhook, event and
 -- delivery. The sequences are marked too, so new ids continue after the restored ones.
@@ -263,4 +286,5 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.senders', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.settings', '');
 -- (hooks.webhook_patterns is not dumped: restoring hooks.webhooks rebuilds it by its trigger)

@@ -64,6 +64,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outb
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
 GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
+-- settings: every admin reads them, only an all-tenant admin (and the owner) changes them
+GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.settings TO hooks_admin;
+ALTER TABLE hooks.settings ENABLE ROW LEVEL SECURITY;
+CREATE POLICY admins_read ON hooks.settings FOR SELECT TO hooks_admin USING (true);
+CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
+    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
 ALTER VIEW hooks.webhook_backlog SET (security_invoker = true);
 -- hooks.webhook_patterns is written by its trigger function only, as the extension's owner
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;

@@ -3,9 +3,11 @@
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
-/// `hooks.max_payload_bytes`: the largest event `hooks.publish` accepts, in bytes of JSON
-/// (default 1 MiB, 1 KiB to 64 MiB). Larger events raise SQLSTATE 54000.
-pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1 << 20);
+/// `hooks.max_payload_bytes`: a session's own limit on the events `hooks.publish` accepts, in
+/// bytes of JSON (1 KiB to 64 MiB; default 64 MiB, i.e. none of its own). It can only lower the
+/// limit an admin sets in `hooks.settings` (default 1 MiB), which `hooks.publish` applies in SQL
+/// (`hooks._check_payload`). Larger events raise SQLSTATE 54000.
+pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(64 << 20);
 /// `hooks.breaker_failure_threshold`: consecutive failures that pause a webhook (0 = never).
 pub static BREAKER_FAILURE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// `hooks.breaker_cooldown_ms`: the first pause; it doubles with each further failure.
@@ -22,8 +24,8 @@ pub static DISABLE_AFTER_FAILING_HOURS: GucSetting<i32> = GucSetting::<i32>::new
 pub fn init() {
     GucRegistry::define_int_guc(
         c"hooks.max_payload_bytes",
-        c"Largest event hooks.publish accepts, in bytes of JSON.",
-        c"Events larger than this raise SQLSTATE 54000 (program_limit_exceeded) and write nothing.",
+        c"This session's own limit on the events hooks.publish accepts, in bytes of JSON.",
+        c"It can only lower the limit in hooks.settings (default 1 MiB); larger events raise SQLSTATE 54000 (program_limit_exceeded) and write nothing.",
         &MAX_PAYLOAD_BYTES,
         1024,
         64 << 20,

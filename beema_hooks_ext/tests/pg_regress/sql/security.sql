@@ -63,3 +63,42 @@ SELECT current_setting('x', true) AS planted_answer;
 SELECT tenant_id, webhook_name FROM hooks.webhooks ORDER BY 1;
 RESET ROLE;
 ROLLBACK;
+
+-- Settings for every session (hooks.settings): only an all-tenant admin writes them (a
+-- tenant-scoped admin reads them and changes nothing), a row beats what a session SETs, values
+-- are bounded (23514) and only the known settings may be set; publishers cannot read them.
+BEGIN;
+CREATE ROLE regress_settings_admin IN ROLE hooks_admin;
+CREATE ROLE regress_settings_publisher IN ROLE hooks_publisher;
+SET LOCAL ROLE regress_settings_admin;
+SET LOCAL hooks.tenant_id = 'acme';
+SELECT left(sqlstate_of($$INSERT INTO hooks.settings (name, value) VALUES ('hooks.breaker_failure_threshold', 2)$$), 5) AS scoped_admin_insert;
+RESET hooks.tenant_id;
+INSERT INTO hooks.settings (name, value) VALUES ('hooks.breaker_failure_threshold', 2);
+SET LOCAL hooks.tenant_id = 'acme';
+UPDATE hooks.settings SET value = 9;
+DELETE FROM hooks.settings;
+SELECT name, value FROM hooks.settings ORDER BY name;
+RESET hooks.tenant_id;
+SET LOCAL hooks.breaker_failure_threshold = 50;
+SET LOCAL hooks.breaker_cooldown_ms = 1000;
+SELECT hooks._setting_int('hooks.breaker_failure_threshold', 5) AS threshold_from_the_row,
+       hooks._setting_int('hooks.breaker_cooldown_ms', 30000) AS cooldown_from_the_session,
+       hooks._setting_int('hooks.breaker_max_cooldown_ms', 3600000) AS max_cooldown_default;
+SELECT left(sqlstate_of($$INSERT INTO hooks.settings (name, value) VALUES ('hooks.max_in_flight_per_webhook', -1)$$), 5) AS out_of_range,
+       left(sqlstate_of($$INSERT INTO hooks.settings (name, value) VALUES ('hooks.tenant_id', 1)$$), 5) AS unknown_setting;
+-- the payload limit (1 MiB unless an admin's row says otherwise): a session cannot raise it,
+-- an admin's row can, and a session can still lower it for itself
+SET LOCAL hooks.max_payload_bytes = 67108864;
+SELECT left(sqlstate_of(format($q$SELECT hooks.publish('{"event": "big/x", "data": {"tenantId": "acme", "x": "%s"}}')$q$,
+                               repeat('y', 2000000))), 5) AS session_raises_the_limit;
+INSERT INTO hooks.settings (name, value) VALUES ('hooks.max_payload_bytes', 4194304);
+SELECT left(sqlstate_of(format($q$SELECT hooks.publish('{"event": "big/x", "data": {"tenantId": "acme", "x": "%s"}}')$q$,
+                               repeat('y', 2000000))), 5) AS admin_raises_the_limit;
+SET LOCAL hooks.max_payload_bytes = 2048;
+SELECT left(sqlstate_of(format($q$SELECT hooks.publish('{"event": "big/x", "data": {"tenantId": "acme", "x": "%s"}}')$q$,
+                               repeat('y', 3000))), 5) AS session_lowers_the_limit;
+SET LOCAL ROLE regress_settings_publisher;
+SELECT left(sqlstate_of($$SELECT count(*) FROM hooks.settings$$), 5) AS publisher_reads;
+RESET ROLE;
+ROLLBACK;

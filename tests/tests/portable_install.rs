@@ -4,7 +4,11 @@
 //! native extension or a foreign schema `hooks` it stops with 42P06 and changes nothing.
 
 use beema_hooks_e2e::db::{portable_sql, psql_file, with_database, with_user, OWNER};
-use beema_hooks_e2e::{Flavor, TestDb, Webhook};
+use std::time::Duration;
+
+use beema_hooks_e2e::{
+    wait_until, Flavor, Receiver, Reply, Sender, SenderOptions, TestDb, Webhook,
+};
 use serde_json::json;
 
 #[tokio::test]
@@ -133,4 +137,67 @@ async fn plain_sql_rerun_keeps_every_row_and_refuses_other_installs() {
             OWNER
         )
     );
+}
+
+/// The owner of a managed database (not a superuser: `ALTER DATABASE ... SET` of a setting the
+/// server does not know is refused to it) sets the in-flight cap as a row of `hooks.settings`,
+/// and the real sender honours it, even with a higher cap in its own connection string's
+/// options (a row beats what a session sets): README, "Settings".
+#[tokio::test]
+async fn the_owner_sets_the_cap_in_hooks_settings_and_the_sender_keeps_it() {
+    const N: usize = 60;
+    const CAP: usize = 2;
+    let db = TestDb::of(Flavor::Portable).await;
+    let c = db.client();
+    let refused = c
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET hooks.max_in_flight_per_webhook = {CAP}",
+            db.name()
+        ))
+        .await
+        .expect_err("a non-superuser owner may not set an unknown setting per database");
+    assert_eq!(refused.code().map(|s| s.code()), Some("42501"), "{refused}");
+    c.execute(
+        "INSERT INTO hooks.settings (name, value) VALUES ('hooks.max_in_flight_per_webhook', $1)",
+        &[&(CAP as i32)],
+    )
+    .await
+    .expect("the owner writes hooks.settings");
+
+    let rx = Receiver::start().await;
+    rx.always("/one", Reply::ok().delay(Duration::from_millis(30)));
+    let (_, secret) = db
+        .register(&Webhook::new("one", "acme", "one/*", &rx.url("/one")))
+        .await;
+    c.execute(
+        "SELECT count(hooks.publish(jsonb_build_object('event', 'one/item', 'data', jsonb_build_object('tenantId', 'acme', 'n', g))))
+           FROM generate_series(1, $1::bigint) g",
+        &[&(N as i64)],
+    )
+    .await
+    .expect("publish");
+    let url = format!(
+        "{}?options=-c%20hooks.max_in_flight_per_webhook%3D50",
+        db.url()
+    );
+    let sender = Sender::start(
+        &url,
+        SenderOptions {
+            concurrency: 16,
+            ..SenderOptions::default()
+        },
+    );
+    wait_until("every delivery", Duration::from_secs(30), || async {
+        rx.requests_to("/one").len() >= N
+    })
+    .await;
+    assert!(
+        rx.max_concurrent("/one") <= CAP,
+        "{} requests at once, over the cap of {CAP} in hooks.settings",
+        rx.max_concurrent("/one")
+    );
+    for r in rx.requests_to("/one") {
+        r.verify(&secret).expect("signed");
+    }
+    drop(sender);
 }

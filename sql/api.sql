@@ -993,7 +993,9 @@ BEGIN
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
-              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+              -- (a queue row that names another webhook or tenant than its outbox row is never sent)
+              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id AND o.webhook_id = q.webhook_id
+                                 AND o.tenant_id = q.tenant_id
               JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
               JOIN hooks.events e ON e.event_id = o.event_id
               -- the body in the delivery's envelope, rendered once (OFFSET 0) for both signatures

@@ -30,19 +30,50 @@ DROP FUNCTION hooks.retry_delivery(bigint);
 -- (attempts are now deleted with their delivery by the trigger outbox_after_delete)
 ALTER TABLE hooks.attempts DROP CONSTRAINT attempts_delivery_id_fkey;
 
+-- The tenant is part of the keys that tie a delivery (and a webhook's further patterns) to its
+-- webhook and its event: no row can pair one tenant's webhook with another tenant's event.
+-- Deliveries of 0.2.0 that do (only possible by writing hooks.deliveries by hand) are removed,
+-- with a NOTICE.
+ALTER TABLE hooks.webhooks ADD CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id);
+ALTER TABLE hooks.events ADD CONSTRAINT events_tenant_event_key UNIQUE (tenant_id, event_id);
+DO $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH gone AS (
+        DELETE FROM hooks.deliveries d
+         WHERE NOT EXISTS (SELECT 1 FROM hooks.webhooks w WHERE w.webhook_id = d.webhook_id AND w.tenant_id = d.tenant_id)
+            OR NOT EXISTS (SELECT 1 FROM hooks.events e WHERE e.event_id = d.event_id AND e.tenant_id = d.tenant_id)
+        RETURNING d.delivery_id
+    ), their_attempts AS (
+        DELETE FROM hooks.attempts a USING gone WHERE a.delivery_id = gone.delivery_id
+    )
+    SELECT count(*) INTO n FROM gone;
+    IF n > 0 THEN
+        RAISE NOTICE 'beema_hooks: % deliveries paired a webhook or an event of another tenant than their own and were removed', n;
+    END IF;
+END
+$$;
+
 CREATE TABLE hooks.outbox (
     delivery_id     bigserial   PRIMARY KEY,
     -- sent as X-Beema-Delivery and webhook-id; stable across retries, new on a replay
     delivery_uuid   uuid        NOT NULL DEFAULT gen_random_uuid(),
-    webhook_id      bigint      NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
-    event_id        bigint      NOT NULL REFERENCES hooks.events ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    event_id        bigint      NOT NULL,
     tenant_id       text        NOT NULL,
     event_type      text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- the webhook's payload envelope when the delivery was queued; NULL: beema (the event as
     -- published). hooks.claim renders the body in it.
     envelope        text,
-    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
+    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id),
+    -- the tenant is part of both keys: a delivery cannot pair one tenant's webhook with another
+    -- tenant's event, whatever role writes it (README, "Roles and tenant isolation")
+    CONSTRAINT outbox_webhook_fkey FOREIGN KEY (tenant_id, webhook_id)
+        REFERENCES hooks.webhooks (tenant_id, webhook_id) ON DELETE CASCADE,
+    CONSTRAINT outbox_event_fkey FOREIGN KEY (tenant_id, event_id)
+        REFERENCES hooks.events (tenant_id, event_id) ON DELETE CASCADE
 );
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
 CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);
@@ -391,7 +422,9 @@ BEGIN
                                 THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
-              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+              -- (a queue row that names another webhook or tenant than its outbox row is never sent)
+              JOIN hooks.outbox o ON o.delivery_id = q.delivery_id AND o.webhook_id = q.webhook_id
+                                 AND o.tenant_id = q.tenant_id
               JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id AND w.webhook_id = ANY (v_cand_wh)
               JOIN hooks.events e ON e.event_id = o.event_id
               -- the body in the delivery's envelope, rendered once (OFFSET 0) for both signatures
@@ -1518,13 +1551,16 @@ ALTER TABLE hooks.webhooks ADD COLUMN envelope text NOT NULL DEFAULT 'beema';
 -- Empty while no webhook lists further patterns: then publish's extra cost is two probes of
 -- empty indexes.
 CREATE TABLE hooks.webhook_patterns (
-    webhook_id      bigint NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    webhook_id      bigint NOT NULL,
     tenant_id       text   NOT NULL,
     pattern         text   NOT NULL,
     is_pattern      boolean GENERATED ALWAYS AS (strpos(pattern, '*') > 0) STORED,
     pattern_prefix  text    GENERATED ALWAYS AS (
         CASE WHEN strpos(pattern, '*') > 0 THEN left(pattern, strpos(pattern, '*') - 1) END) STORED,
-    PRIMARY KEY (webhook_id, pattern)
+    PRIMARY KEY (webhook_id, pattern),
+    -- (a webhook moved to another tenant takes its patterns along)
+    CONSTRAINT webhook_patterns_webhook_fkey FOREIGN KEY (tenant_id, webhook_id)
+        REFERENCES hooks.webhooks (tenant_id, webhook_id) ON UPDATE CASCADE ON DELETE CASCADE
 );
 CREATE INDEX webhook_patterns_exact_idx  ON hooks.webhook_patterns (tenant_id, pattern) WHERE NOT is_pattern;
 CREATE INDEX webhook_patterns_prefix_idx ON hooks.webhook_patterns (tenant_id, pattern_prefix) WHERE is_pattern;

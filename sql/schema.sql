@@ -51,7 +51,9 @@ CREATE TABLE hooks.webhooks (
     -- the shape of the body its receiver gets (README, "Payload envelopes"): beema (the event as
     -- published), standard, flat or supabase; recorded per delivery at publish time
     envelope        text        NOT NULL DEFAULT 'beema',
-    CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name)
+    CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name),
+    -- (the key deliveries and further patterns refer to: the tenant is part of it)
+    CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id)
 );
 
 -- publish: exact patterns are one index probe; wildcard patterns one probe per prefix of the
@@ -64,13 +66,16 @@ CREATE INDEX webhooks_prefix_idx  ON hooks.webhooks (tenant_id, pattern_prefix) 
 -- Empty while no webhook lists further patterns: then publish's extra cost is two probes of
 -- empty indexes.
 CREATE TABLE hooks.webhook_patterns (
-    webhook_id      bigint NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
+    webhook_id      bigint NOT NULL,
     tenant_id       text   NOT NULL,
     pattern         text   NOT NULL,
     is_pattern      boolean GENERATED ALWAYS AS (strpos(pattern, '*') > 0) STORED,
     pattern_prefix  text    GENERATED ALWAYS AS (
         CASE WHEN strpos(pattern, '*') > 0 THEN left(pattern, strpos(pattern, '*') - 1) END) STORED,
-    PRIMARY KEY (webhook_id, pattern)
+    PRIMARY KEY (webhook_id, pattern),
+    -- (a webhook moved to another tenant takes its patterns along)
+    CONSTRAINT webhook_patterns_webhook_fkey FOREIGN KEY (tenant_id, webhook_id)
+        REFERENCES hooks.webhooks (tenant_id, webhook_id) ON UPDATE CASCADE ON DELETE CASCADE
 );
 CREATE INDEX webhook_patterns_exact_idx  ON hooks.webhook_patterns (tenant_id, pattern) WHERE NOT is_pattern;
 CREATE INDEX webhook_patterns_prefix_idx ON hooks.webhook_patterns (tenant_id, pattern_prefix) WHERE is_pattern;
@@ -85,7 +90,9 @@ CREATE TABLE hooks.events (
     -- the exact JSON text sent to receivers and signed
     body        text        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT events_tenant_key_key UNIQUE (tenant_id, event_key)
+    CONSTRAINT events_tenant_key_key UNIQUE (tenant_id, event_key),
+    -- (the key deliveries refer to: the tenant is part of it)
+    CONSTRAINT events_tenant_event_key UNIQUE (tenant_id, event_id)
 );
 CREATE INDEX events_created_idx ON hooks.events (created_at);
 
@@ -104,15 +111,21 @@ CREATE TABLE hooks.outbox (
     delivery_id     bigserial   PRIMARY KEY,
     -- sent as X-Beema-Delivery and webhook-id; stable across retries, new on a replay
     delivery_uuid   uuid        NOT NULL DEFAULT gen_random_uuid(),
-    webhook_id      bigint      NOT NULL REFERENCES hooks.webhooks ON DELETE CASCADE,
-    event_id        bigint      NOT NULL REFERENCES hooks.events ON DELETE CASCADE,
+    webhook_id      bigint      NOT NULL,
+    event_id        bigint      NOT NULL,
     tenant_id       text        NOT NULL,
     event_type      text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- the webhook's payload envelope when the delivery was queued; NULL: beema (the event as
     -- published). hooks.claim renders the body in it.
     envelope        text,
-    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id)
+    CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id),
+    -- the tenant is part of both keys: a delivery cannot pair one tenant's webhook with another
+    -- tenant's event, whatever role writes it (README, "Roles and tenant isolation")
+    CONSTRAINT outbox_webhook_fkey FOREIGN KEY (tenant_id, webhook_id)
+        REFERENCES hooks.webhooks (tenant_id, webhook_id) ON DELETE CASCADE,
+    CONSTRAINT outbox_event_fkey FOREIGN KEY (tenant_id, event_id)
+        REFERENCES hooks.events (tenant_id, event_id) ON DELETE CASCADE
 );
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
 CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);

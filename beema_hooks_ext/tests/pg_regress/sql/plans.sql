@@ -7,11 +7,12 @@ SELECT 't' || (i % 100), 'w' || i,
        'https://receiver.example/' || i, 'secret-' || i,
        CASE WHEN i % 50 = 0 THEN ARRAY['more' || (i % 13) || '/*', 'more/x' || i] END
   FROM generate_series(1, 10000) i;
+-- (20 events per tenant, each delivered to every webhook of its tenant: 200,000 deliveries)
 INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
-SELECT 't1', 'x/y', 'k' || i, '{}' FROM generate_series(1, 20) i;
+SELECT 't' || t, 'x/y', 'k' || i, '{}' FROM generate_series(0, 99) t, generate_series(1, 20) i;
 WITH o AS (
     INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
-    SELECT w.webhook_id, e.event_id, w.tenant_id, 'x/y' FROM hooks.webhooks w CROSS JOIN hooks.events e
+    SELECT w.webhook_id, e.event_id, w.tenant_id, 'x/y' FROM hooks.webhooks w JOIN hooks.events e USING (tenant_id)
     RETURNING delivery_id, webhook_id, tenant_id)
 INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number, updated_at)
 SELECT o.delivery_id, o.webhook_id, o.tenant_id, 'success', 1, now() - interval '1 day' FROM o;

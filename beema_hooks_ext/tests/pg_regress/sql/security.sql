@@ -102,3 +102,27 @@ SET LOCAL ROLE regress_settings_publisher;
 SELECT left(sqlstate_of($$SELECT count(*) FROM hooks.settings$$), 5) AS publisher_reads;
 RESET ROLE;
 ROLLBACK;
+
+-- The tenant is part of the keys that tie a delivery to its webhook and its event: a delivery
+-- pairing tenant A's webhook with tenant B's event cannot be written, whatever role writes it
+-- (here the superuser, past row-level security), and a queue row naming another webhook or
+-- tenant than its outbox row is never claimed.
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
+    ('A', 'a-all', '*', 'https://a.example/', 'secret-of-a-1'),
+    ('B', 'b-all', '*', 'https://b.example/', 'secret-of-b-1');
+INSERT INTO hooks.events (tenant_id, event_type, event_key, body) VALUES
+    ('B', 'x/y', 'b-secret-event', '{"secret": "of B"}');
+SELECT left(sqlstate_of($$INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, 'A', 'x/y' FROM hooks.webhooks w, hooks.events e
+     WHERE w.tenant_id = 'A' AND e.tenant_id = 'B'$$), 5) AS a_webhook_with_b_event,
+       left(sqlstate_of($$INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, 'B', 'x/y' FROM hooks.webhooks w, hooks.events e
+     WHERE w.tenant_id = 'A' AND e.tenant_id = 'B'$$), 5) AS claimed_as_b;
+-- two deliveries of B's own; the queue row of the first is pointed at A's webhook
+SELECT count(hooks.publish(format('{"event": "x/z", "id": "z%s", "data": {"tenantId": "B"}}', i)::jsonb))
+  FROM generate_series(1, 2) i;
+UPDATE hooks.queue SET webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'a-all'), tenant_id = 'A'
+ WHERE delivery_id = (SELECT min(delivery_id) FROM hooks.outbox WHERE tenant_id = 'B');
+SELECT w.webhook_name FROM hooks.claim('regress-sender', 10) c JOIN hooks.webhooks w USING (webhook_id);
+ROLLBACK;

@@ -668,8 +668,11 @@ $$;
 CREATE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- (hooks.wake = 'poll': no NOTIFY, which PREPARE TRANSACTION refuses; the senders' poll
+    -- finds the rows. README, "Wake-ups")
     IF current_setting('beema_hooks.wake_needed', true) IS DISTINCT FROM 'on'
-       OR current_setting('beema_hooks.wake_checked', true) = 'on' THEN
+       OR current_setting('beema_hooks.wake_checked', true) = 'on'
+       OR current_setting('hooks.wake', true) = 'poll' THEN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);

@@ -226,6 +226,21 @@ END;
     )
 }
 
+/// Publishes `events` events of tenant `cost` (bodies of about 300 bytes), for the drains.
+pub(crate) async fn publish_events(db: &Client, events: i32) -> Res<()> {
+    db.execute(
+        &format!(
+            "SELECT count(hooks.publish(jsonb_build_object('event', 'cost/item', 'data',
+                 jsonb_build_object('tenantId', 'cost', 'n', g, 'note', repeat('n', 40)) || '{{{EVENT_DATA}}}'::jsonb,
+                 'user', '{EVENT_USER}'::jsonb)))
+               FROM generate_series(1, $1::int) g"
+        ),
+        &[&events],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn cost(ctx: &mut Ctx) -> Res<()> {
     let nginx_bin = std::env::var("NGINX")
         .map(PathBuf::from)
@@ -245,16 +260,7 @@ pub(crate) async fn cost(ctx: &mut Ctx) -> Res<()> {
     // The drain: events × 3 webhooks, bodies of about 300 bytes.
     let events: i32 = if ctx.smoke { 200 } else { 6_667 };
     webhooks(&db, "cost", "cost/item", 3, &nginx.url()).await?;
-    db.execute(
-        &format!(
-            "SELECT count(hooks.publish(jsonb_build_object('event', 'cost/item', 'data',
-                 jsonb_build_object('tenantId', 'cost', 'n', g, 'note', repeat('n', 40)) || '{{{EVENT_DATA}}}'::jsonb,
-                 'user', '{EVENT_USER}'::jsonb)))
-               FROM generate_series(1, $1::int) g"
-        ),
-        &[&events],
-    )
-    .await?;
+    publish_events(&db, events).await?;
     let body_bytes: f64 = db
         .query_one(
             "SELECT avg(octet_length(body))::float8 FROM hooks.events WHERE tenant_id = 'cost'",

@@ -33,16 +33,7 @@ async fn prepare(
     };
     db.batch_execute(cost::HAND_SCHEMA).await?;
     webhooks(&db, "cost", "cost/item", 3, target).await?;
-    db.execute(
-        &format!(
-            "SELECT count(hooks.publish(jsonb_build_object('event', 'cost/item', 'data',
-                 jsonb_build_object('tenantId', 'cost', 'n', g, 'note', repeat('n', 40)) || '{{{EVENT_DATA}}}'::jsonb,
-                 'user', '{EVENT_USER}'::jsonb)))
-               FROM generate_series(1, $1::int) g"
-        ),
-        &[&events],
-    )
-    .await?;
+    cost::publish_events(&db, events).await?;
     Ok((url, db))
 }
 

@@ -405,7 +405,8 @@ impl Cluster {
         );
         let conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
-             max_connections = 50\nshared_buffers = 32MB\nfsync = off\nlog_min_messages = warning\n",
+             max_connections = 50\nshared_buffers = 32MB\nfsync = off\nlog_min_messages = warning\n\
+             max_prepared_transactions = 5\n",
             cluster.port,
             cluster.dir.display()
         );

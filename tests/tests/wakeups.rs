@@ -278,3 +278,95 @@ async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
     drop(sender);
     db.cleanup().await;
 }
+
+/// Two-phase commit: `PREPARE TRANSACTION` refuses a transaction that has NOTIFYed, so a publish
+/// in one fails at PREPARE while no sender is awake; with `SET LOCAL hooks.wake = 'poll'` the
+/// publish takes no part in the wake-up, PREPARE and COMMIT PREPARED work, and the idle sender's
+/// poll delivers it (README, "Wake-ups"). On a cluster of the test's own, which allows prepared
+/// transactions; with the flavor of BEEMA_FLAVOR.
+#[tokio::test]
+async fn a_prepared_transaction_publishes_with_wake_poll() {
+    use beema_hooks_e2e::chaos_helpers::Cluster;
+    use beema_hooks_e2e::db::{connect, portable_sql, psql_file, publish_on};
+    use beema_hooks_e2e::Flavor;
+
+    let cluster = Cluster::start();
+    let admin = connect(&cluster.url()).await;
+    admin
+        .batch_execute("CREATE DATABASE twophase")
+        .await
+        .expect("create database");
+    let url = cluster.url_of("twophase");
+    match Flavor::from_env() {
+        Flavor::Native => connect(&url)
+            .await
+            .batch_execute("CREATE EXTENSION beema_hooks")
+            .await
+            .expect("extension"),
+        Flavor::Portable => {
+            psql_file(&url, &portable_sql()).expect("portable install");
+        }
+    }
+    let c = connect(&url).await;
+    let rx = Receiver::start().await;
+    c.execute(
+        "INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES ('acme', 'w', 'tx/*', $1, 'secret-2pc')",
+        &[&rx.url("/hook")],
+    )
+    .await
+    .expect("webhook");
+    let _sender = Sender::start(
+        &url,
+        SenderOptions {
+            poll_interval_ms: 1_000,
+            ..SenderOptions::default()
+        },
+    );
+    wait_until_sql(
+        &c,
+        "SELECT EXISTS (SELECT 1 FROM hooks.senders)",
+        Duration::from_secs(15),
+    )
+    .await;
+    // (idle: it claimed nothing, so a publisher would NOTIFY)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let p = connect(&url).await;
+    p.batch_execute("BEGIN").await.expect("begin");
+    publish_on(
+        &p,
+        &json!({"event": "tx/plain", "data": {"tenantId": "acme"}}),
+    )
+    .await;
+    let refused = p
+        .batch_execute("PREPARE TRANSACTION 'beema_plain'")
+        .await
+        .expect_err("PREPARE after a NOTIFY");
+    assert_eq!(refused.code().map(|s| s.code()), Some("0A000"), "{refused}");
+    p.batch_execute("ROLLBACK").await.ok();
+
+    p.batch_execute("BEGIN; SET LOCAL hooks.wake = 'poll'")
+        .await
+        .expect("begin");
+    publish_on(
+        &p,
+        &json!({"event": "tx/prepared", "data": {"tenantId": "acme"}}),
+    )
+    .await;
+    p.batch_execute("PREPARE TRANSACTION 'beema_poll'")
+        .await
+        .expect("PREPARE with hooks.wake = poll");
+    p.batch_execute("COMMIT PREPARED 'beema_poll'")
+        .await
+        .expect("COMMIT PREPARED");
+    wait_until(
+        "the prepared publish delivered by the poll",
+        Duration::from_secs(20),
+        || async { rx.count() >= 1 },
+    )
+    .await;
+    let got = rx.requests();
+    assert_eq!(got.len(), 1, "only the committed event");
+    assert!(got[0].json()["event"] == "tx/prepared");
+    got[0].verify("secret-2pc").expect("signed");
+}

@@ -1725,8 +1725,10 @@ CREATE FUNCTION hooks.match(event jsonb) RETURNS SETOF hooks.webhooks
 LANGUAGE sql STABLE AS $$
     SELECT m.*
       FROM hooks._prepare_event(hooks._check_payload($1::text), to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) AS p
+     -- (the body checked and parsed once, not once per matched webhook)
+     CROSS JOIN LATERAL (SELECT hooks._check_payload(p.body, 'body')::jsonb AS body OFFSET 0) AS b
      CROSS JOIN LATERAL hooks.match(p.event_type, p.tenant_id) AS m
-     WHERE hooks._passes_filter(m.filter, m.filter_path, hooks._check_payload(p.body, 'body')::jsonb)
+     WHERE hooks._passes_filter(m.filter, m.filter_path, b.body)
 $$;
 
 DROP FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text);

@@ -195,6 +195,22 @@ END
 $$;
 SELECT * FROM pg_temp.problems();
 
+-- publishers keep publishing for every tenant: the roles that could before are granted every
+-- tenant (hooks.tenant_grants) by the upgrade
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'beema_upgrade_publisher') THEN
+        CREATE ROLE beema_upgrade_publisher IN ROLE hooks_publisher;
+    END IF;
+END
+$$;
+SET ROLE beema_upgrade_publisher;
+SELECT hooks.publish('{"event": "claim/opened", "data": {"tenantId": "globex"}, "id": "upgrade-3"}') IS NOT NULL AS member_published \gset
+RESET ROLE;
+SELECT format('after the upgrade: %s may not act for every tenant', r)
+  FROM unnest(ARRAY['hooks_publisher', 'hooks_admin']) AS r
+ WHERE NOT EXISTS (SELECT 1 FROM hooks.tenant_grants g WHERE g.role_name = r AND g.tenant_id IS NULL);
+
 -- publish, claim and complete on the upgraded database
 SELECT hooks.publish('{"event": "claim/settled", "data": {"tenantId": "acme", "claimId": "C-1"}, "id": "upgrade-2"}') AS new_event \gset
 CREATE TEMP TABLE claimed2 AS SELECT * FROM hooks.claim('upgrade-test-sender-2', 100);

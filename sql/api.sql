@@ -457,6 +457,150 @@ BEGIN
 END
 $$;
 
+-- The role a session acts as: its role after SET ROLE, else its login role. Inside the SECURITY
+-- DEFINER functions of beema_hooks current_user is their owner; this is who called them. (A
+-- SECURITY DEFINER function of the application in between does not change it: a call acts for
+-- the session's role, never for more.) SET ROLE only accepts roles the login is a member of.
+CREATE FUNCTION hooks._session_role() RETURNS name
+LANGUAGE sql STABLE AS $$
+    SELECT CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                                                   ELSE pg_catalog.current_setting('role')::name END
+$$;
+
+-- The tenants role r acts for (hooks.tenant_grants): NULL for every tenant (a grant without a
+-- tenant; the owner of schema hooks; superusers), else the tenants granted to the roles r is a
+-- member of (maybe none). A session's hooks.tenant_id narrows it to that one tenant, or to none
+-- when r may not act for it. Every row-level security policy of beema_hooks asks it for
+-- current_user, once per query; hooks.publish asks it for the session's role.
+CREATE FUNCTION hooks._tenant_scope(r name) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, hooks AS $$
+DECLARE
+    v_narrow  text := nullif(current_setting('hooks.tenant_id', true), '');
+    v_every   boolean;
+    v_granted text[];
+BEGIN
+    SELECT pg_has_role(ro.oid, n.nspowner, 'MEMBER') INTO v_every
+      FROM pg_namespace n, pg_roles ro
+     WHERE n.nspname = 'hooks' AND ro.rolname = r;
+    IF v_every IS NULL THEN
+        RETURN '{}';  -- (no such role: a watch's role since dropped)
+    END IF;
+    IF NOT v_every THEN
+        -- (read as the caller, this table shows the grants of the caller's own roles only)
+        SELECT coalesce(bool_or(g.tenant_id IS NULL), false),
+               coalesce(array_agg(g.tenant_id) FILTER (WHERE g.tenant_id IS NOT NULL), '{}')
+          INTO v_every, v_granted
+          FROM hooks.tenant_grants g
+         WHERE pg_has_role(r, to_regrole(quote_ident(g.role_name)), 'MEMBER');
+    END IF;
+    IF v_narrow IS NULL THEN
+        RETURN CASE WHEN v_every THEN NULL ELSE v_granted END;
+    END IF;
+    RETURN CASE WHEN v_every OR v_narrow = ANY (v_granted) THEN ARRAY[v_narrow] ELSE '{}' END;
+END
+$$;
+
+-- Whether role `publisher` may publish for every tenant of `tenants`: what _tenant_scope and
+-- _check_publisher decide, asked in one query (publish asks it for every event).
+CREATE FUNCTION hooks._may_publish(publisher name, tenants text[]) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (
+        SELECT 1 FROM unnest(tenants) AS t
+         WHERE t <> coalesce(nullif(pg_catalog.current_setting('hooks.tenant_id', true), ''), t)
+            OR NOT (pg_catalog.pg_has_role(publisher, (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER')
+                    OR EXISTS (SELECT 1 FROM hooks.tenant_grants g
+                                WHERE (g.tenant_id = t OR g.tenant_id IS NULL)
+                                  AND pg_catalog.pg_has_role(publisher, pg_catalog.to_regrole(pg_catalog.quote_ident(g.role_name)), 'MEMBER'))))
+$$;
+
+-- Raises 42501, saying why, unless role `publisher` may publish for every tenant of `tenants`.
+CREATE FUNCTION hooks._check_publisher(publisher name, tenants text[]) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_scope  text[] := hooks._tenant_scope(publisher);
+    v_narrow text := nullif(current_setting('hooks.tenant_id', true), '');
+    v_other  text;
+BEGIN
+    IF v_scope IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT t INTO v_other FROM unnest(tenants) AS t WHERE NOT t = ANY (v_scope) LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    ELSIF v_narrow IS NOT NULL AND v_narrow <> v_other THEN
+        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %', v_narrow, v_other
+            USING ERRCODE = 'insufficient_privilege';
+    ELSE
+        RAISE EXCEPTION 'hooks.publish: role % may not publish for tenant %', publisher, v_other
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An admin of that tenant grants it: SELECT hooks.grant_tenant(%L, %L);', publisher, v_other);
+    END IF;
+END
+$$;
+
+-- hooks._tenant_scope of the session's role, as the extension's owner: what an admin's session
+-- acts for, for the policy that shows admins the grants of their tenants.
+CREATE FUNCTION hooks._session_scope() RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT hooks._tenant_scope(hooks._session_role())
+$$;
+
+-- Raises 42501 unless the session's role may grant or revoke `tenant_id` (NULL: every tenant):
+-- an admin (hooks_admin) or the owner, acting for that tenant, or for every tenant for NULL.
+CREATE FUNCTION hooks._check_granter(fn text, tenant_id text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_caller name := hooks._session_role();
+    v_scope  text[] := hooks._tenant_scope(v_caller);
+BEGIN
+    IF NOT pg_has_role(v_caller, 'hooks_admin', 'MEMBER')
+       AND NOT pg_has_role(v_caller, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER') THEN
+        RAISE EXCEPTION 'hooks.%: % is not an admin (hooks_admin)', fn, v_caller USING ERRCODE = 'insufficient_privilege';
+    ELSIF tenant_id IS NULL AND v_scope IS NOT NULL THEN
+        RAISE EXCEPTION 'hooks.%: only an admin of every tenant grants or revokes every tenant; % acts for %', fn, v_caller,
+                        CASE WHEN v_scope = '{}' THEN 'no tenant' ELSE array_to_string(v_scope, ', ') END
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF NOT tenant_id = ANY (coalesce(v_scope, ARRAY[tenant_id])) THEN
+        RAISE EXCEPTION 'hooks.%: % does not act for tenant %', fn, v_caller, tenant_id USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+-- Lets a role act for a tenant (NULL: for every tenant): publish for it, and read and manage
+-- its rows as far as the role's privileges go (hooks_publisher, hooks_admin). Any member of the
+-- role acts for it too. An admin grants the tenants it acts for; only an admin of every tenant
+-- (or the owner) grants every tenant. Returns false when the role had the grant already.
+-- Errors: 42704 (no such role), 22023 (an empty tenant), 42501.
+CREATE FUNCTION hooks.grant_tenant(role_name name, tenant_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = grant_tenant.role_name) THEN
+        RAISE EXCEPTION 'hooks.grant_tenant: role % does not exist', role_name USING ERRCODE = 'undefined_object';
+    ELSIF tenant_id = '' THEN
+        RAISE EXCEPTION 'hooks.grant_tenant: tenant_id must not be empty (NULL grants every tenant)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM hooks._check_granter('grant_tenant', tenant_id);
+    INSERT INTO hooks.tenant_grants (role_name, tenant_id, granted_by)
+    VALUES (grant_tenant.role_name, grant_tenant.tenant_id, hooks._session_role())
+    ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+-- Takes back what hooks.grant_tenant(role_name, tenant_id) gave (NULL: the grant of every
+-- tenant; a role's grants of single tenants stay). Same rights as grant_tenant. Returns false
+-- when there was no such grant.
+CREATE FUNCTION hooks.revoke_tenant(role_name name, tenant_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM hooks._check_granter('revoke_tenant', tenant_id);
+    DELETE FROM hooks.tenant_grants g
+     WHERE g.role_name = revoke_tenant.role_name AND g.tenant_id IS NOT DISTINCT FROM revoke_tenant.tenant_id;
+    RETURN FOUND;
+END
+$$;
+
 -- The webhooks hooks.publish would deliver an event to: matched by type and tenant as
 -- hooks.match(event_type, tenant_id) does, and passing their payload filters. An invalid event
 -- raises what hooks.publish raises for it.
@@ -470,13 +614,8 @@ LANGUAGE sql STABLE AS $$
      WHERE hooks._passes_filter(m.filter, m.filter_path, b.body)
 $$;
 
--- Publishes an event inside the caller's transaction: one hooks.events row, and one
--- delivery per matching webhook whose payload filters it passes (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
--- event id; publishing the same "id" again for a tenant returns the first event's id and writes
--- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
--- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
--- session's hooks.tenant_id names another tenant).
-CREATE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+-- hooks.publish (below) for role `publisher`: the session's role, or the role that watches a table.
+CREATE FUNCTION hooks._publish(event jsonb, publisher name) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     p        record;
@@ -499,10 +638,8 @@ BEGIN
       FROM hooks._prepare_event(hooks._check_payload(event::text),
                                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
     PERFORM hooks._check_payload(p.body, 'body');
-    IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
-        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
-                        current_setting('hooks.tenant_id'), p.tenant_id
-            USING ERRCODE = 'insufficient_privilege';
+    IF NOT hooks._may_publish(publisher, ARRAY[p.tenant_id]) THEN
+        PERFORM hooks._check_publisher(publisher, ARRAY[p.tenant_id]);
     END IF;
 
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
@@ -543,21 +680,31 @@ BEGIN
 END
 $$;
 
+-- Publishes an event inside the caller's transaction: one hooks.events row, and one
+-- delivery per matching webhook whose payload filters it passes (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
+-- event id; publishing the same "id" again for a tenant returns the first event's id and writes
+-- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
+-- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
+-- session's role may not publish for the event's tenant: hooks.tenant_grants, narrowed by the
+-- session's hooks.tenant_id).
+CREATE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT hooks._publish(event, hooks._session_role())
+$$;
+
 -- Publishes many events in one go, as hooks.publish would each (same validation, errors and
--- tenant check; fresh event ids, so no event is a repeat): the events rows, the matching of each
--- distinct (tenant, event type) once, and the deliveries, each in one statement. For the
--- statement triggers of watched tables (10,000 rows of one INSERT are one call). Returns the
--- number of deliveries queued.
-CREATE FUNCTION hooks._publish_many(events jsonb[]) RETURNS integer
+-- tenant check, for role `publisher`; fresh event ids, so no event is a repeat): the events rows,
+-- the matching of each distinct (tenant, event type) once, and the deliveries, each in one
+-- statement. For the statement triggers of watched tables (10,000 rows of one INSERT are one
+-- call). Returns the number of deliveries queued.
+CREATE FUNCTION hooks._publish_many(events jsonb[], publisher name) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now     text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
-    v_session text := nullif(current_setting('hooks.tenant_id', true), '');
     v_tenant  text[];
     v_type    text[];
     v_key     text[];
     v_body    text[];
-    v_other   text;
     n         integer;
 BEGIN
     SELECT array_agg(p.tenant_id ORDER BY u.ord), array_agg(p.event_type ORDER BY u.ord),
@@ -569,13 +716,7 @@ BEGIN
     IF v_tenant IS NULL THEN
         RETURN 0;
     END IF;
-    IF v_session IS NOT NULL THEN
-        SELECT t INTO v_other FROM unnest(v_tenant) AS t WHERE t <> v_session LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %', v_session, v_other
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    END IF;
+    PERFORM hooks._check_publisher(publisher, ARRAY(SELECT DISTINCT t FROM unnest(v_tenant) AS t));
     WITH e AS (
         INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
         SELECT * FROM unnest(v_tenant, v_type, v_key, v_body)

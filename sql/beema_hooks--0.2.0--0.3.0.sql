@@ -785,8 +785,7 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.settings', '');
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.settings TO hooks_admin;
 ALTER TABLE hooks.settings ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admins_read ON hooks.settings FOR SELECT TO hooks_admin USING (true);
-CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+-- (its policy for writing: "Tenants bound to roles", at the end)
 
 -- The largest event hooks.publish accepts, in bytes: an admin's row in hooks.settings, else
 -- 1 MiB. A session's own hooks.max_payload_bytes (read by hooks._prepare_event) can only lower
@@ -820,13 +819,152 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 
--- Publishes an event inside the caller's transaction: one hooks.events row, and one
--- hooks.deliveries row per matching webhook (which arms the sender's wake-up on commit, below). Returns the
--- event id; publishing the same "id" again for a tenant returns the first event's id and writes
--- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
--- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
--- session's hooks.tenant_id names another tenant).
-CREATE OR REPLACE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+-- The role a session acts as: its role after SET ROLE, else its login role. Inside the SECURITY
+-- DEFINER functions of beema_hooks current_user is their owner; this is who called them. (A
+-- SECURITY DEFINER function of the application in between does not change it: a call acts for
+-- the session's role, never for more.) SET ROLE only accepts roles the login is a member of.
+CREATE FUNCTION hooks._session_role() RETURNS name
+LANGUAGE sql STABLE AS $$
+    SELECT CASE pg_catalog.current_setting('role') WHEN 'none' THEN session_user
+                                                   ELSE pg_catalog.current_setting('role')::name END
+$$;
+
+-- The tenants role r acts for (hooks.tenant_grants): NULL for every tenant (a grant without a
+-- tenant; the owner of schema hooks; superusers), else the tenants granted to the roles r is a
+-- member of (maybe none). A session's hooks.tenant_id narrows it to that one tenant, or to none
+-- when r may not act for it. Every row-level security policy of beema_hooks asks it for
+-- current_user, once per query; hooks.publish asks it for the session's role.
+CREATE FUNCTION hooks._tenant_scope(r name) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, hooks AS $$
+DECLARE
+    v_narrow  text := nullif(current_setting('hooks.tenant_id', true), '');
+    v_every   boolean;
+    v_granted text[];
+BEGIN
+    SELECT pg_has_role(ro.oid, n.nspowner, 'MEMBER') INTO v_every
+      FROM pg_namespace n, pg_roles ro
+     WHERE n.nspname = 'hooks' AND ro.rolname = r;
+    IF v_every IS NULL THEN
+        RETURN '{}';  -- (no such role: a watch's role since dropped)
+    END IF;
+    IF NOT v_every THEN
+        -- (read as the caller, this table shows the grants of the caller's own roles only)
+        SELECT coalesce(bool_or(g.tenant_id IS NULL), false),
+               coalesce(array_agg(g.tenant_id) FILTER (WHERE g.tenant_id IS NOT NULL), '{}')
+          INTO v_every, v_granted
+          FROM hooks.tenant_grants g
+         WHERE pg_has_role(r, to_regrole(quote_ident(g.role_name)), 'MEMBER');
+    END IF;
+    IF v_narrow IS NULL THEN
+        RETURN CASE WHEN v_every THEN NULL ELSE v_granted END;
+    END IF;
+    RETURN CASE WHEN v_every OR v_narrow = ANY (v_granted) THEN ARRAY[v_narrow] ELSE '{}' END;
+END
+$$;
+
+-- Whether role `publisher` may publish for every tenant of `tenants`: what _tenant_scope and
+-- _check_publisher decide, asked in one query (publish asks it for every event).
+CREATE FUNCTION hooks._may_publish(publisher name, tenants text[]) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (
+        SELECT 1 FROM unnest(tenants) AS t
+         WHERE t <> coalesce(nullif(pg_catalog.current_setting('hooks.tenant_id', true), ''), t)
+            OR NOT (pg_catalog.pg_has_role(publisher, (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER')
+                    OR EXISTS (SELECT 1 FROM hooks.tenant_grants g
+                                WHERE (g.tenant_id = t OR g.tenant_id IS NULL)
+                                  AND pg_catalog.pg_has_role(publisher, pg_catalog.to_regrole(pg_catalog.quote_ident(g.role_name)), 'MEMBER'))))
+$$;
+
+-- Raises 42501 unless role `publisher` may publish for every tenant of `tenants`.
+CREATE FUNCTION hooks._check_publisher(publisher name, tenants text[]) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_scope  text[] := hooks._tenant_scope(publisher);
+    v_narrow text := nullif(current_setting('hooks.tenant_id', true), '');
+    v_other  text;
+BEGIN
+    IF v_scope IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT t INTO v_other FROM unnest(tenants) AS t WHERE NOT t = ANY (v_scope) LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    ELSIF v_narrow IS NOT NULL AND v_narrow <> v_other THEN
+        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %', v_narrow, v_other
+            USING ERRCODE = 'insufficient_privilege';
+    ELSE
+        RAISE EXCEPTION 'hooks.publish: role % may not publish for tenant %', publisher, v_other
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An admin of that tenant grants it: SELECT hooks.grant_tenant(%L, %L);', publisher, v_other);
+    END IF;
+END
+$$;
+
+-- hooks._tenant_scope of the session's role, as the extension's owner: what an admin's session
+-- acts for, for the policy that shows admins the grants of their tenants.
+CREATE FUNCTION hooks._session_scope() RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT hooks._tenant_scope(hooks._session_role())
+$$;
+
+-- Raises 42501 unless the session's role may grant or revoke `tenant_id` (NULL: every tenant):
+-- an admin (hooks_admin) or the owner, acting for that tenant, or for every tenant for NULL.
+CREATE FUNCTION hooks._check_granter(fn text, tenant_id text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_caller name := hooks._session_role();
+    v_scope  text[] := hooks._tenant_scope(v_caller);
+BEGIN
+    IF NOT pg_has_role(v_caller, 'hooks_admin', 'MEMBER')
+       AND NOT pg_has_role(v_caller, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER') THEN
+        RAISE EXCEPTION 'hooks.%: % is not an admin (hooks_admin)', fn, v_caller USING ERRCODE = 'insufficient_privilege';
+    ELSIF tenant_id IS NULL AND v_scope IS NOT NULL THEN
+        RAISE EXCEPTION 'hooks.%: only an admin of every tenant grants or revokes every tenant; % acts for %', fn, v_caller,
+                        CASE WHEN v_scope = '{}' THEN 'no tenant' ELSE array_to_string(v_scope, ', ') END
+            USING ERRCODE = 'insufficient_privilege';
+    ELSIF NOT tenant_id = ANY (coalesce(v_scope, ARRAY[tenant_id])) THEN
+        RAISE EXCEPTION 'hooks.%: % does not act for tenant %', fn, v_caller, tenant_id USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+-- Lets a role act for a tenant (NULL: for every tenant): publish for it, and read and manage
+-- its rows as far as the role's privileges go (hooks_publisher, hooks_admin). Any member of the
+-- role acts for it too. An admin grants the tenants it acts for; only an admin of every tenant
+-- (or the owner) grants every tenant. Returns false when the role had the grant already.
+-- Errors: 42704 (no such role), 22023 (an empty tenant), 42501.
+CREATE FUNCTION hooks.grant_tenant(role_name name, tenant_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = grant_tenant.role_name) THEN
+        RAISE EXCEPTION 'hooks.grant_tenant: role % does not exist', role_name USING ERRCODE = 'undefined_object';
+    ELSIF tenant_id = '' THEN
+        RAISE EXCEPTION 'hooks.grant_tenant: tenant_id must not be empty (NULL grants every tenant)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM hooks._check_granter('grant_tenant', tenant_id);
+    INSERT INTO hooks.tenant_grants (role_name, tenant_id, granted_by)
+    VALUES (grant_tenant.role_name, grant_tenant.tenant_id, hooks._session_role())
+    ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END
+$$;
+
+-- Takes back what hooks.grant_tenant(role_name, tenant_id) gave (NULL: the grant of every
+-- tenant; a role's grants of single tenants stay). Same rights as grant_tenant. Returns false
+-- when there was no such grant.
+CREATE FUNCTION hooks.revoke_tenant(role_name name, tenant_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM hooks._check_granter('revoke_tenant', tenant_id);
+    DELETE FROM hooks.tenant_grants g
+     WHERE g.role_name = revoke_tenant.role_name AND g.tenant_id IS NOT DISTINCT FROM revoke_tenant.tenant_id;
+    RETURN FOUND;
+END
+$$;
+
+-- hooks.publish (below) for role `publisher`: the session's role, or the role that watches a table.
+CREATE FUNCTION hooks._publish(event jsonb, publisher name) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     p        record;
@@ -849,10 +987,8 @@ BEGIN
       FROM hooks._prepare_event(hooks._check_payload(event::text),
                                 to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
     PERFORM hooks._check_payload(p.body, 'body');
-    IF nullif(current_setting('hooks.tenant_id', true), '') <> p.tenant_id THEN
-        RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %',
-                        current_setting('hooks.tenant_id'), p.tenant_id
-            USING ERRCODE = 'insufficient_privilege';
+    IF NOT hooks._may_publish(publisher, ARRAY[p.tenant_id]) THEN
+        PERFORM hooks._check_publisher(publisher, ARRAY[p.tenant_id]);
     END IF;
 
     INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
@@ -891,6 +1027,18 @@ BEGIN
     END IF;
     RETURN v_id;
 END
+$$;
+
+-- Publishes an event inside the caller's transaction: one hooks.events row, and one
+-- delivery per matching webhook whose payload filters it passes (hooks._enqueue) (which arms the sender's wake-up on commit, below). Returns the
+-- event id; publishing the same "id" again for a tenant returns the first event's id and writes
+-- nothing. Errors: 22004 (NULL event, missing event name or tenant), 22023 (wrong shape or type,
+-- naming the field), 54000 (larger than hooks.max_payload_bytes or nested too deep), 42501 (the
+-- session's role may not publish for the event's tenant: hooks.tenant_grants, narrowed by the
+-- session's hooks.tenant_id).
+CREATE OR REPLACE FUNCTION hooks.publish(event jsonb) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT hooks._publish(event, hooks._session_role())
 $$;
 
 -- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
@@ -1519,18 +1667,7 @@ ALTER VIEW hooks.dead_letters SET (security_invoker = true);
 ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON hooks.outbox
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.queue
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.outcomes
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY admin_all_tenants ON hooks.outbox TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+-- (their policies: "Tenants bound to roles", at the end)
 
 -------------------------------------------------------------------------------------------------
 -- Webhooks: payload filters (README, "Payload filters"), several event types per webhook
@@ -1809,10 +1946,7 @@ GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jso
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
 ALTER FUNCTION hooks._webhook_patterns_sync() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON hooks.webhook_patterns
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+-- (its policy: "Tenants bound to roles", at the end)
 
 -------------------------------------------------------------------------------------------------
 -- Webhooks on table changes (README, "Webhooks on table changes"): hooks.watched_tables,
@@ -1846,20 +1980,18 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', 
 GRANT USAGE ON SEQUENCE hooks.watched_tables_watch_id_seq TO hooks_admin;
 
 -- Publishes many events in one go, as hooks.publish would each (same validation, errors and
--- tenant check; fresh event ids, so no event is a repeat): the events rows, the matching of each
--- distinct (tenant, event type) once, and the deliveries, each in one statement. For the
--- statement triggers of watched tables (10,000 rows of one INSERT are one call). Returns the
--- number of deliveries queued.
-CREATE FUNCTION hooks._publish_many(events jsonb[]) RETURNS integer
+-- tenant check, for role `publisher`; fresh event ids, so no event is a repeat): the events rows,
+-- the matching of each distinct (tenant, event type) once, and the deliveries, each in one
+-- statement. For the statement triggers of watched tables (10,000 rows of one INSERT are one
+-- call). Returns the number of deliveries queued.
+CREATE FUNCTION hooks._publish_many(events jsonb[], publisher name) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now     text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"');
-    v_session text := nullif(current_setting('hooks.tenant_id', true), '');
     v_tenant  text[];
     v_type    text[];
     v_key     text[];
     v_body    text[];
-    v_other   text;
     n         integer;
 BEGIN
     SELECT array_agg(p.tenant_id ORDER BY u.ord), array_agg(p.event_type ORDER BY u.ord),
@@ -1871,13 +2003,7 @@ BEGIN
     IF v_tenant IS NULL THEN
         RETURN 0;
     END IF;
-    IF v_session IS NOT NULL THEN
-        SELECT t INTO v_other FROM unnest(v_tenant) AS t WHERE t <> v_session LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'hooks.publish: this session is tenant %, the event is for tenant %', v_session, v_other
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    END IF;
+    PERFORM hooks._check_publisher(publisher, ARRAY(SELECT DISTINCT t FROM unnest(v_tenant) AS t));
     WITH e AS (
         INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
         SELECT * FROM unnest(v_tenant, v_type, v_key, v_body)
@@ -1930,14 +2056,15 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The watch a trigger belongs to, while the role that created it may still publish (42501
--- otherwise: a change is never dropped without a word).
+-- otherwise: a change is never dropped without a word). Its tenants are checked as it publishes.
 CREATE FUNCTION hooks._watch(watch_id bigint) RETURNS hooks.watched_tables
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     w hooks.watched_tables;
 BEGIN
     SELECT * INTO w FROM hooks.watched_tables x WHERE x.watch_id = _watch.watch_id;
-    IF FOUND AND NOT has_function_privilege(w.watched_by, 'hooks.publish(jsonb)', 'EXECUTE') THEN
+    IF FOUND AND NOT coalesce((SELECT has_function_privilege(ro.oid, 'hooks.publish(jsonb)', 'EXECUTE')
+                                 FROM pg_roles ro WHERE ro.rolname = w.watched_by), false) THEN
         RAISE EXCEPTION 'hooks: % is watched by %, who may no longer publish', w.table_name, w.watched_by
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Grant hooks_publisher to that role again, or hooks.unwatch_table the table.';
@@ -1963,7 +2090,7 @@ BEGIN
         -- the missing side (old of an insert, new of a delete) is a row of NULLs of the same
         -- columns, taken from the transition table itself: the owner running this needs no
         -- rights on the watched table's schema (on managed Postgres it is not a superuser)
-        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %1$s, %2$s)))
+        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %1$s, %2$s)), $1.watched_by)
            FROM %3$s AS %4$s LEFT JOIN (SELECT * FROM %3$s LIMIT 0) AS %5$s ON true
           WHERE %6$s',
         CASE WHEN op = 'insert' THEN 'to_jsonb(new)' ELSE 'NULL::jsonb' END,
@@ -1985,8 +2112,8 @@ DECLARE
     w hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
 BEGIN
     IF w.watch_id IS NOT NULL AND w.table_name = TG_RELID THEN
-        PERFORM hooks.publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
-                                                 to_jsonb(NEW), to_jsonb(OLD)));
+        PERFORM hooks._publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
+                                                  to_jsonb(NEW), to_jsonb(OLD)), w.watched_by);
     END IF;
     RETURN NULL;
 END
@@ -2045,6 +2172,10 @@ BEGIN
     IF (tenant_column IS NULL) = (tenant_id IS NULL) THEN
         RAISE EXCEPTION 'hooks.watch_table: give tenant_column or tenant_id, not both and not neither'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF tenant_id IS NOT NULL THEN
+        -- (a tenant taken from a column is checked as each change publishes)
+        PERFORM hooks._check_publisher(current_user, ARRAY[tenant_id]);
     END IF;
     SELECT array_agg(a.attname::text) INTO v_cols
       FROM pg_attribute a WHERE a.attrelid = table_name AND a.attnum > 0 AND NOT a.attisdropped;
@@ -2147,9 +2278,10 @@ GRANT EXECUTE ON FUNCTION hooks.watch_table(regclass, text, text, text, text[], 
 -- Security fixes
 -------------------------------------------------------------------------------------------------
 
--- The session's tenant, or NULL when none is set. Inlined into every policy, so it takes the
--- caller's search_path: pg_catalog is named, or a current_setting() of the caller's schemas,
--- searched before pg_catalog, would answer instead (pg_regress security).
+-- The session's tenant setting, or NULL when none is set (as in 0.2.0; which tenants a role
+-- acts for is hooks._tenant_scope). Inlined where it is used, so it takes the caller's
+-- search_path: pg_catalog is named, or a current_setting() of the caller's schemas, searched
+-- before pg_catalog, would answer instead (pg_regress security).
 CREATE OR REPLACE FUNCTION hooks.current_tenant() RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT nullif(pg_catalog.current_setting('hooks.tenant_id', true), '')
@@ -2183,3 +2315,96 @@ SELECT w.webhook_id,
 GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
 ALTER VIEW hooks.webhook_backlog SET (security_invoker = true);
 
+-------------------------------------------------------------------------------------------------
+-- Tenants bound to roles (README, "Security"): hooks.tenant_grants says which tenants a role acts
+-- for; the policies of every tenant table ask hooks._tenant_scope. In 0.2.0 every publisher
+-- and every admin acted for every tenant whose name it set (or for all of them); the roles that
+-- could get an explicit grant of every tenant, with a NOTICE, so nothing stops on upgrade.
+-------------------------------------------------------------------------------------------------
+CREATE TABLE hooks.tenant_grants (
+    role_name  name        NOT NULL,
+    tenant_id  text,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by name        NOT NULL
+);
+CREATE UNIQUE INDEX tenant_grants_role_tenant_key ON hooks.tenant_grants (role_name, tenant_id);
+CREATE UNIQUE INDEX tenant_grants_every_tenant_key ON hooks.tenant_grants (role_name) WHERE tenant_id IS NULL;
+CREATE INDEX tenant_grants_tenant_idx ON hooks.tenant_grants (tenant_id);
+SELECT pg_catalog.pg_extension_config_dump('hooks.tenant_grants', '');
+ALTER FUNCTION hooks.grant_tenant(name, text) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.revoke_tenant(name, text) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks._session_scope() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks._publish(jsonb, name), hooks._publish_many(jsonb[], name),
+    hooks._session_scope() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION hooks.grant_tenant(name, text), hooks.revoke_tenant(name, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.grant_tenant(name, text), hooks.revoke_tenant(name, text),
+    hooks._session_scope() TO hooks_admin;
+-- tenant grants: every role reads the grants of the roles it is a member of (hooks._tenant_scope
+-- reads them as the caller), admins those of the tenants they act for; hooks.grant_tenant and
+-- hooks.revoke_tenant write them, as the extension's owner
+GRANT SELECT ON hooks.tenant_grants TO PUBLIC;
+ALTER TABLE hooks.tenant_grants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_grants ON hooks.tenant_grants FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles ro
+                    WHERE ro.rolname = role_name AND pg_catalog.pg_has_role(current_user, ro.oid, 'MEMBER')));
+CREATE POLICY admins_read ON hooks.tenant_grants FOR SELECT TO hooks_admin
+    USING (CASE WHEN (SELECT hooks._session_scope()) IS NULL THEN true
+                ELSE tenant_id = ANY ((SELECT hooks._session_scope())::text[]) END);
+CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
+    USING ((SELECT hooks._tenant_scope(current_user)) IS NULL)
+    WITH CHECK ((SELECT hooks._tenant_scope(current_user)) IS NULL);
+
+DROP POLICY tenant_isolation ON hooks.webhooks;
+DROP POLICY tenant_isolation ON hooks.events;
+DROP POLICY tenant_isolation ON hooks.attempts;
+DROP POLICY admin_all_tenants ON hooks.webhooks;
+DROP POLICY admin_all_tenants ON hooks.events;
+DROP POLICY admin_all_tenants ON hooks.attempts;
+CREATE POLICY tenant_scope ON hooks.webhooks
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.events
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.outbox
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.queue
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.outcomes
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.attempts
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.webhook_patterns
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+
+DO $$
+DECLARE
+    r name;
+BEGIN
+    -- the roles that held privileges on publish or on the tenant tables (hooks_publisher,
+    -- hooks_admin, and any role granted them directly), owners and superusers aside
+    FOR r IN
+        SELECT DISTINCT ro.rolname
+          FROM (SELECT a.grantee
+                  FROM pg_proc p, aclexplode(p.proacl) a
+                 WHERE p.oid = 'hooks.publish(jsonb)'::regprocedure
+                UNION
+                SELECT a.grantee
+                  FROM pg_class c, aclexplode(c.relacl) a
+                 WHERE c.oid IN ('hooks.webhooks'::regclass, 'hooks.events'::regclass, 'hooks.attempts'::regclass)) AS g
+          JOIN pg_roles ro ON ro.oid = g.grantee
+         WHERE NOT ro.rolsuper
+           AND NOT pg_has_role(ro.oid, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER')
+         ORDER BY 1
+    LOOP
+        INSERT INTO hooks.tenant_grants (role_name, tenant_id, granted_by) VALUES (r, NULL, current_user)
+        ON CONFLICT DO NOTHING;
+        RAISE NOTICE 'beema_hooks 0.3.0: role % may act for every tenant, as in 0.2.0 (hooks.tenant_grants); bind it to its tenants with hooks.grant_tenant(%L, tenant), then hooks.revoke_tenant(%L)', r, r, r;
+    END LOOP;
+END
+$$;

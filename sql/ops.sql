@@ -413,14 +413,15 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The watch a trigger belongs to, while the role that created it may still publish (42501
--- otherwise: a change is never dropped without a word).
+-- otherwise: a change is never dropped without a word). Its tenants are checked as it publishes.
 CREATE FUNCTION hooks._watch(watch_id bigint) RETURNS hooks.watched_tables
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     w hooks.watched_tables;
 BEGIN
     SELECT * INTO w FROM hooks.watched_tables x WHERE x.watch_id = _watch.watch_id;
-    IF FOUND AND NOT has_function_privilege(w.watched_by, 'hooks.publish(jsonb)', 'EXECUTE') THEN
+    IF FOUND AND NOT coalesce((SELECT has_function_privilege(ro.oid, 'hooks.publish(jsonb)', 'EXECUTE')
+                                 FROM pg_roles ro WHERE ro.rolname = w.watched_by), false) THEN
         RAISE EXCEPTION 'hooks: % is watched by %, who may no longer publish', w.table_name, w.watched_by
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Grant hooks_publisher to that role again, or hooks.unwatch_table the table.';
@@ -446,7 +447,7 @@ BEGIN
         -- the missing side (old of an insert, new of a delete) is a row of NULLs of the same
         -- columns, taken from the transition table itself: the owner running this needs no
         -- rights on the watched table's schema (on managed Postgres it is not a superuser)
-        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %1$s, %2$s)))
+        'SELECT hooks._publish_many(array_agg(hooks._watch_event($1, $2, $3, $4, %1$s, %2$s)), $1.watched_by)
            FROM %3$s AS %4$s LEFT JOIN (SELECT * FROM %3$s LIMIT 0) AS %5$s ON true
           WHERE %6$s',
         CASE WHEN op = 'insert' THEN 'to_jsonb(new)' ELSE 'NULL::jsonb' END,
@@ -468,8 +469,8 @@ DECLARE
     w hooks.watched_tables := hooks._watch(TG_ARGV[0]::bigint);
 BEGIN
     IF w.watch_id IS NOT NULL AND w.table_name = TG_RELID THEN
-        PERFORM hooks.publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
-                                                 to_jsonb(NEW), to_jsonb(OLD)));
+        PERFORM hooks._publish(hooks._watch_event(w, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
+                                                  to_jsonb(NEW), to_jsonb(OLD)), w.watched_by);
     END IF;
     RETURN NULL;
 END
@@ -528,6 +529,10 @@ BEGIN
     IF (tenant_column IS NULL) = (tenant_id IS NULL) THEN
         RAISE EXCEPTION 'hooks.watch_table: give tenant_column or tenant_id, not both and not neither'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF tenant_id IS NOT NULL THEN
+        -- (a tenant taken from a column is checked as each change publishes)
+        PERFORM hooks._check_publisher(current_user, ARRAY[tenant_id]);
     END IF;
     SELECT array_agg(a.attname::text) INTO v_cols
       FROM pg_attribute a WHERE a.attrelid = table_name AND a.attnum > 0 AND NOT a.attisdropped;

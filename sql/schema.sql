@@ -282,6 +282,21 @@ CREATE TABLE hooks.settings (
         WHEN 'hooks.disable_after_failing_hours' THEN value BETWEEN 0 AND 8760 END)
 );
 
+-- Which tenants each role may act for (README, "Security"): publish for, read and manage. A row
+-- with no tenant trusts the role for every tenant. A role may act for a tenant when it is a
+-- member of a role granted that tenant (or every tenant); the owner of schema hooks and
+-- superusers act for every tenant. Written by hooks.grant_tenant and hooks.revoke_tenant only;
+-- the session setting hooks.tenant_id narrows what a session acts for, never widens it.
+CREATE TABLE hooks.tenant_grants (
+    role_name  name        NOT NULL,
+    tenant_id  text,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    granted_by name        NOT NULL
+);
+CREATE UNIQUE INDEX tenant_grants_role_tenant_key ON hooks.tenant_grants (role_name, tenant_id);
+CREATE UNIQUE INDEX tenant_grants_every_tenant_key ON hooks.tenant_grants (role_name) WHERE tenant_id IS NULL;
+CREATE INDEX tenant_grants_tenant_idx ON hooks.tenant_grants (tenant_id);
+
 -- pg_dump writes the rows of an extension's tables only when they are marked as configuration:
 -- without this a dump and restore would keep the extension and lose every webhook, event and
 -- delivery. The sequences are marked too, so new ids continue after the restored ones.
@@ -300,4 +315,5 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.lease_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.settings', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.tenant_grants', '');
 -- (hooks.webhook_patterns is not dumped: restoring hooks.webhooks rebuilds it by its trigger)

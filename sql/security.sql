@@ -4,12 +4,13 @@
 --   hooks_publisher  may call hooks.publish, nothing else
 --   hooks_sender     may call hooks.claim / complete / release, and cannot read any table
 --                    (so never a secret)
---   hooks_admin      may read and manage everything, within the tenant named by the session
---                    setting hooks.tenant_id when it is set
+--   hooks_admin      may read and manage everything of the tenants it acts for
 --
--- Every other role sees, in webhooks, events, deliveries (outbox, queue, outcomes) and
--- attempts, only the rows of the
--- tenant in `hooks.tenant_id` (none when it is unset), given table privileges at all.
+-- Which tenants a role acts for is hooks.tenant_grants (hooks.grant_tenant, revoke_tenant),
+-- which no role changes for itself; the session setting hooks.tenant_id narrows it to one
+-- tenant, never widens it. Every role sees and writes, in webhooks, events, deliveries (outbox,
+-- queue, outcomes) and attempts, only the rows of the tenants it acts for, given table
+-- privileges at all; hooks.publish publishes only for them (hooks._tenant_scope).
 
 DO $$
 DECLARE
@@ -23,9 +24,10 @@ BEGIN
 END
 $$;
 
--- The session's tenant, or NULL when none is set. Inlined into every policy, so it takes the
--- caller's search_path: pg_catalog is named, or a current_setting() of the caller's schemas,
--- searched before pg_catalog, would answer instead (pg_regress security).
+-- The session's tenant setting, or NULL when none is set (as in 0.2.0; which tenants a role
+-- acts for is hooks._tenant_scope). Inlined where it is used, so it takes the caller's
+-- search_path: pg_catalog is named, or a current_setting() of the caller's schemas, searched
+-- before pg_catalog, would answer instead (pg_regress security).
 CREATE FUNCTION hooks.current_tenant() RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT nullif(pg_catalog.current_setting('hooks.tenant_id', true), '')
@@ -34,6 +36,11 @@ $$;
 -- Functions that cross tenants or read secrets run as the extension's owner, with a pinned
 -- search_path; only the roles meant to call them may.
 ALTER FUNCTION hooks.publish(jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.grant_tenant(name, text) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.revoke_tenant(name, text) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks._session_scope() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks._publish(jsonb, name), hooks._publish_many(jsonb[], name),
+    hooks._session_scope() FROM PUBLIC;
 ALTER FUNCTION hooks.claim(text, integer, interval, boolean) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
@@ -59,6 +66,20 @@ GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jso
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     TO hooks_admin;
 GRANT EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) TO hooks_admin;
+REVOKE EXECUTE ON FUNCTION hooks.grant_tenant(name, text), hooks.revoke_tenant(name, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.grant_tenant(name, text), hooks.revoke_tenant(name, text),
+    hooks._session_scope() TO hooks_admin;
+-- tenant grants: every role reads the grants of the roles it is a member of (hooks._tenant_scope
+-- reads them as the caller), admins those of the tenants they act for; hooks.grant_tenant and
+-- hooks.revoke_tenant write them, as the extension's owner
+GRANT SELECT ON hooks.tenant_grants TO PUBLIC;
+ALTER TABLE hooks.tenant_grants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_grants ON hooks.tenant_grants FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_roles ro
+                    WHERE ro.rolname = role_name AND pg_catalog.pg_has_role(current_user, ro.oid, 'MEMBER')));
+CREATE POLICY admins_read ON hooks.tenant_grants FOR SELECT TO hooks_admin
+    USING (CASE WHEN (SELECT hooks._session_scope()) IS NULL THEN true
+                ELSE tenant_id = ANY ((SELECT hooks._session_scope())::text[]) END);
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outbox, hooks.queue,
     hooks.outcomes, hooks.attempts, hooks.senders TO hooks_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
@@ -69,7 +90,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.settings TO hooks_admin;
 ALTER TABLE hooks.settings ENABLE ROW LEVEL SECURITY;
 CREATE POLICY admins_read ON hooks.settings FOR SELECT TO hooks_admin USING (true);
 CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+    USING ((SELECT hooks._tenant_scope(current_user)) IS NULL)
+    WITH CHECK ((SELECT hooks._tenant_scope(current_user)) IS NULL);
 ALTER VIEW hooks.webhook_backlog SET (security_invoker = true);
 -- hooks.webhook_patterns is written by its trigger function only, as the extension's owner
 GRANT SELECT ON hooks.webhook_patterns TO hooks_admin;
@@ -100,8 +122,8 @@ ALTER VIEW hooks.delivery_log SET (security_invoker = true);
 ALTER VIEW hooks.dead_letters SET (security_invoker = true);
 ALTER VIEW hooks.webhook_health SET (security_invoker = true);
 
--- Tenant isolation. Policies of one table are OR-ed: a row is visible (and writable) when it is
--- the session's tenant, or to hooks_admin when the session names no tenant.
+-- Tenant isolation: a row is visible and writable when its tenant is one the role acts for
+-- (hooks._tenant_scope, asked once per query; NULL: every tenant).
 ALTER TABLE hooks.webhooks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
@@ -110,32 +132,24 @@ ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY tenant_isolation ON hooks.webhooks
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.events
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.outbox
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.queue
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.outcomes
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.attempts
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-CREATE POLICY tenant_isolation ON hooks.webhook_patterns
-    USING (tenant_id = hooks.current_tenant()) WITH CHECK (tenant_id = hooks.current_tenant());
-
-CREATE POLICY admin_all_tenants ON hooks.webhooks TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.events TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.outbox TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.queue TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.outcomes TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.attempts TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
-CREATE POLICY admin_all_tenants ON hooks.webhook_patterns TO hooks_admin
-    USING (hooks.current_tenant() IS NULL) WITH CHECK (hooks.current_tenant() IS NULL);
+CREATE POLICY tenant_scope ON hooks.webhooks
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.events
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.outbox
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.queue
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.outcomes
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.attempts
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.webhook_patterns
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));

@@ -1,17 +1,53 @@
 -- Roles and tenant isolation: tenant A can neither read nor change tenant B's rows; the
 -- publisher can only publish; the sender can claim and complete but never read a secret.
+-- Which tenants a role acts for is hooks.tenant_grants, which no role changes for itself; the
+-- session setting hooks.tenant_id only narrows it.
 BEGIN;
 INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret) VALUES
     ('A', 'a-all', '*', 'https://a.example/', 'secret-of-a-1'),
     ('B', 'b-all', '*', 'https://b.example/', 'secret-of-b-1');
 SELECT hooks.publish('{"event": "x/y", "id": "a1", "data": {"tenantId": "A"}}') IS NOT NULL AS a,
        hooks.publish('{"event": "x/y", "id": "b1", "data": {"tenantId": "B"}}') IS NOT NULL AS b;
+-- one of B's deliveries has failed (for retry_delivery and redeliver_failed to find)
+SELECT hooks.publish('{"event": "x/y", "id": "b2", "data": {"tenantId": "B"}}') IS NOT NULL AS b2;
+UPDATE hooks.deliveries SET status = 'failed' WHERE tenant_id = 'B' AND event_id = (SELECT max(event_id) FROM hooks.events);
+SELECT w.webhook_id AS b_webhook, e.event_id AS b_event, o.delivery_id AS b_delivery
+  FROM hooks.webhooks w JOIN hooks.outbox o USING (webhook_id) JOIN hooks.events e USING (event_id)
+ WHERE w.tenant_id = 'B' AND e.event_key = 'b2' \gset
+CREATE FUNCTION pg_temp.b_rows() RETURNS text LANGUAGE sql AS $$
+    SELECT md5(concat((SELECT string_agg(w::text, ',' ORDER BY webhook_id) FROM hooks.webhooks w WHERE tenant_id = 'B'),
+                      (SELECT string_agg(e::text, ',' ORDER BY event_id) FROM hooks.events e WHERE tenant_id = 'B'),
+                      (SELECT string_agg(d::text, ',' ORDER BY delivery_id) FROM hooks.deliveries d WHERE tenant_id = 'B')))
+$$;
+SELECT pg_temp.b_rows() AS b_before \gset
+-- what a query returns, or its SQLSTATE
+CREATE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r text;
+BEGIN
+    EXECUTE q INTO r;
+    RETURN coalesce(r, 'NULL');
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END
+$$;
 CREATE ROLE regress_hooks_app IN ROLE hooks_admin;
+CREATE ROLE regress_publisher_a IN ROLE hooks_publisher;
 
--- an admin session scoped to tenant A
+-- before any grant, an admin acts for no tenant: it sees nothing and grants nothing
 SET LOCAL ROLE regress_hooks_app;
-SET LOCAL hooks.tenant_id = 'A';
+SELECT count(*) AS webhooks_seen_without_a_grant FROM hooks.webhooks;
+SELECT left(sqlstate_of($$SELECT hooks.grant_tenant('regress_hooks_app', 'A')$$), 5) AS grants_itself;
+RESET ROLE;
+SELECT hooks.grant_tenant('regress_hooks_app', 'A') AS granted, hooks.grant_tenant('regress_hooks_app', 'A') AS again;
+
+-- the admin of tenant A: A's rows, whatever it sets hooks.tenant_id to
+SET LOCAL ROLE regress_hooks_app;
 SELECT tenant_id, webhook_name FROM hooks.webhooks ORDER BY 1;
+SET LOCAL hooks.tenant_id = 'B';
+SELECT (SELECT count(*) FROM hooks.webhooks) AS webhooks_of_b_by_setting,
+       (SELECT count(*) FROM hooks.events) AS events_of_b_by_setting;
+SET LOCAL hooks.tenant_id = 'A';
 SELECT tenant_id, event_key FROM hooks.events ORDER BY 1;
 SELECT tenant_id, webhook_name FROM hooks.delivery_log ORDER BY 1;
 WITH u AS (UPDATE hooks.webhooks SET url = 'https://evil.example/' WHERE tenant_id = 'B' RETURNING 1),
@@ -20,19 +56,52 @@ SELECT (SELECT count(*) FROM u) AS updated_b, (SELECT count(*) FROM d) AS delete
 SELECT left(sqlstate_of($$INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url) VALUES ('B', 'sneaky', '*', 'https://evil.example/')$$), 5) AS insert_for_b,
        left(sqlstate_of($$UPDATE hooks.webhooks SET tenant_id = 'B' WHERE tenant_id = 'A'$$), 5) AS move_to_b,
        left(sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "data": {"tenantId": "B"}}')$$), 5) AS publish_for_b;
--- the same admin without a tenant sees every tenant
-SET LOCAL hooks.tenant_id = '';
-SELECT tenant_id, url FROM hooks.webhooks ORDER BY 1;
+-- every function that manages B's webhooks, events and deliveries, with and without the setting
+RESET hooks.tenant_id;
+SELECT regexp_replace(f, '[0-9]+', 'N', 'g') AS call_on_b, pg_temp.outcome(f) AS result
+  FROM unnest(ARRAY[format('SELECT hooks.retry_delivery(%s)', :b_delivery),
+                    format('SELECT hooks.replay_event(%s)', :b_event),
+                    format('SELECT hooks.redeliver_failed(%s, now() - interval ''1 day'')', :b_webhook),
+                    format('SELECT hooks.rotate_secret(%s)', :b_webhook),
+                    format('SELECT hooks.test_webhook(%s)', :b_webhook),
+                    format('SELECT hooks.update_webhook(%s, ''{"url": "https://evil.example/"}'')', :b_webhook),
+                    format('SELECT hooks.disable_webhook(%s)', :b_webhook),
+                    format('SELECT hooks.enable_webhook(%s)', :b_webhook),
+                    format('SELECT hooks.delete_webhook(%s)', :b_webhook),
+                    $$SELECT hooks.create_webhook('B', 'sneaky', '*', 'https://evil.example/')$$,
+                    $$SELECT count(*) FROM hooks.match('x/y', 'B')$$,
+                    $$SELECT count(*) FROM hooks.match('{"event": "x/y", "data": {"tenantId": "B"}}'::jsonb)$$,
+                    $$SELECT count(*) FROM hooks.dead_letters WHERE tenant_id = 'B'$$,
+                    $$SELECT count(*) FROM hooks.attempts WHERE tenant_id = 'B'$$]) AS f;
+-- grants: A's admin grants A, not B and not every tenant, and sees the grants of A only
+SELECT hooks.grant_tenant('regress_publisher_a', 'A') AS grants_a;
+SELECT left(sqlstate_of($$SELECT hooks.grant_tenant('regress_publisher_a', 'B')$$), 5) AS grants_b,
+       left(sqlstate_of($$SELECT hooks.grant_tenant('regress_hooks_app')$$), 5) AS grants_every_tenant,
+       left(sqlstate_of($$SELECT hooks.grant_tenant('no_such_role', 'A')$$), 5) AS grants_no_role,
+       left(sqlstate_of($$INSERT INTO hooks.tenant_grants (role_name, tenant_id, granted_by) VALUES ('regress_hooks_app', 'B', 'x')$$), 5) AS writes_the_table;
+SELECT role_name, tenant_id, granted_by FROM hooks.tenant_grants ORDER BY 1, 2;
 RESET ROLE;
+SELECT pg_temp.b_rows() = :'b_before' AS b_unchanged,
+       (SELECT count(*) FROM hooks.dead_letters WHERE tenant_id = 'B') AS b_dead_letters,
+       (SELECT count(*) FROM hooks.match('x/y', 'B')) AS b_matches;
 
--- the publisher: publish, nothing else
-SET LOCAL ROLE hooks_publisher;
+-- the publisher of A: publishes for A, never for B, whatever it sets (the setting narrows only)
+SET LOCAL ROLE regress_publisher_a;
 SELECT hooks.publish('{"event": "x/y", "id": "a2", "data": {"tenantId": "A"}}') IS NOT NULL AS published;
+SELECT sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "id": "k1", "data": {"tenantId": "B"}}')$$) AS publish_for_b;
+SET LOCAL hooks.tenant_id = 'B';
+SELECT sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "id": "k1", "data": {"tenantId": "B"}}')$$) AS publish_for_b_by_setting,
+       sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "id": "a3", "data": {"tenantId": "A"}}')$$) AS publish_for_a_narrowed_to_b;
+RESET hooks.tenant_id;
 SELECT left(sqlstate_of($$SELECT count(*) FROM hooks.events$$), 5) AS read_events,
        left(sqlstate_of($$SELECT count(*) FROM hooks.match('x/y', 'A')$$), 5) AS match,
        left(sqlstate_of($$SELECT * FROM hooks.claim('p', 1)$$), 5) AS claim,
-       left(sqlstate_of($$SELECT hooks.disable_webhook(1)$$), 5) AS manage;
+       left(sqlstate_of($$SELECT hooks.disable_webhook(1)$$), 5) AS manage,
+       left(sqlstate_of($$SELECT hooks.grant_tenant('regress_publisher_a', 'B')$$), 5) AS grants_itself,
+       left(sqlstate_of($$SELECT hooks._publish('{"event": "x/y", "data": {"tenantId": "B"}}', 'postgres')$$), 5) AS publish_as_another_role;
+SELECT role_name, tenant_id FROM hooks.tenant_grants ORDER BY 1, 2;
 RESET ROLE;
+SELECT count(*) AS events_of_b_by_a FROM hooks.events WHERE tenant_id = 'B' AND event_key = 'k1';
 
 -- the sender: claim and complete, but no table, so no secret
 SET LOCAL ROLE hooks_sender;
@@ -43,6 +112,17 @@ SELECT count(*) AS claimed, bool_and(headers ? 'X-Beema-Signature') AS signed FR
 RESET ROLE;
 SELECT (SELECT count(*) FROM hooks.deliveries WHERE status = 'in_flight') AS in_flight,
        (SELECT url FROM hooks.webhooks WHERE tenant_id = 'B') AS b_url;
+
+-- a grant of every tenant: the admin sees both, until it is revoked
+SELECT hooks.grant_tenant('regress_hooks_app') AS every_tenant;
+SET LOCAL ROLE regress_hooks_app;
+SELECT tenant_id, count(*) AS webhooks FROM hooks.webhooks GROUP BY 1 ORDER BY 1;
+SELECT hooks.revoke_tenant('regress_publisher_a', 'A') AS revoked, hooks.revoke_tenant('regress_publisher_a', 'A') AS again;
+RESET ROLE;
+SELECT hooks.revoke_tenant('regress_hooks_app') AS revoked_every_tenant;
+SET LOCAL ROLE regress_hooks_app;
+SELECT tenant_id, count(*) AS webhooks FROM hooks.webhooks GROUP BY 1 ORDER BY 1;
+RESET ROLE;
 ROLLBACK;
 
 -- hooks.current_tenant() (every policy's test) cannot be redirected through search_path: a
@@ -56,6 +136,7 @@ CREATE FUNCTION regress_planted.current_setting(text, boolean) RETURNS text
 LANGUAGE sql AS $$ SELECT 'B'::text $$;
 GRANT USAGE ON SCHEMA regress_planted TO PUBLIC;
 CREATE ROLE regress_hooks_scoped IN ROLE hooks_admin;
+SELECT hooks.grant_tenant('regress_hooks_scoped', 'A') AS granted;
 SET LOCAL ROLE regress_hooks_scoped;
 SET LOCAL search_path = regress_planted, pg_catalog, public;
 SET LOCAL hooks.tenant_id = 'A';
@@ -70,6 +151,8 @@ ROLLBACK;
 BEGIN;
 CREATE ROLE regress_settings_admin IN ROLE hooks_admin;
 CREATE ROLE regress_settings_publisher IN ROLE hooks_publisher;
+-- (an admin of every tenant, narrowed to one tenant by the setting, acts for that tenant only)
+SELECT hooks.grant_tenant('regress_settings_admin') AS granted;
 SET LOCAL ROLE regress_settings_admin;
 SET LOCAL hooks.tenant_id = 'acme';
 SELECT left(sqlstate_of($$INSERT INTO hooks.settings (name, value) VALUES ('hooks.breaker_failure_threshold', 2)$$), 5) AS scoped_admin_insert;

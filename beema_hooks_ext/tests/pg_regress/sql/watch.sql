@@ -63,7 +63,8 @@ DELETE FROM hooks.webhooks WHERE tenant_id = 'acme';
 DELETE FROM hooks.events WHERE tenant_id IN ('acme', 'other');
 
 -- A table owner who is not a superuser watches its table; an application role that may only
--- write the table (no publish grant) publishes through the watch, with the owner's rights.
+-- write the table (no publish grant) publishes through the watch, with the owner's rights:
+-- for the tenants the owner is granted only.
 CREATE ROLE regress_watch_owner IN ROLE hooks_publisher;
 CREATE ROLE regress_watch_app;
 CREATE SCHEMA regress_app AUTHORIZATION regress_watch_owner;
@@ -72,6 +73,10 @@ SELECT count(*) FROM hooks.create_webhook('acme', 'orders', 'orders/*', 'https:/
 SET ROLE regress_watch_owner;
 CREATE TABLE regress_app.orders (id int PRIMARY KEY, amount numeric);
 GRANT INSERT, UPDATE, DELETE ON regress_app.orders TO regress_watch_app;
+SELECT left(sqlstate_of($$SELECT hooks.watch_table('regress_app.orders', tenant_id => 'acme')$$), 5) AS watch_before_the_grant;
+RESET ROLE;
+SELECT hooks.grant_tenant('regress_watch_owner', 'acme');
+SET ROLE regress_watch_owner;
 SELECT watched_by FROM hooks.watch_table('regress_app.orders', tenant_id => 'acme');
 RESET ROLE;
 SET ROLE regress_watch_app;
@@ -101,6 +106,7 @@ RESET ROLE;
 SELECT hooks.unwatch_table('regress_app.orders');
 DROP SCHEMA regress_app CASCADE;
 DROP ROLE regress_watch_app;
+SELECT hooks.revoke_tenant('regress_watch_owner', 'acme');
 DROP ROLE regress_watch_owner;
 DELETE FROM hooks.webhooks WHERE tenant_id = 'acme';
 DELETE FROM hooks.events WHERE tenant_id = 'acme';

@@ -49,7 +49,7 @@ step "pg_tle file check" "$BEEMA_ROOT/scripts/pgtle_check.sh"
 step "upgrade test" "$BEEMA_ROOT/scripts/upgrade_test.sh"
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
 step "end-to-end tests, portable flavor" env BEEMA_FLAVOR=portable cargo test --release -q -p beema_hooks_e2e \
-  --test delivery --test faults --test wakeups --test senders --test sql_concurrency
+  --test delivery --test faults --test wakeups --test senders --test sql_concurrency --test tenants
 # benchmarks never fail for slowness; the smoke run only proves their code still works
 step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke
 

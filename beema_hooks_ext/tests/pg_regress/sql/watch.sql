@@ -84,6 +84,20 @@ SELECT left(sqlstate_of($$SELECT hooks.publish('{"event": "x/y", "data": {"tenan
 INSERT INTO regress_app.orders VALUES (1, 10.50), (2, 99);
 RESET ROLE;
 SELECT event_type, body::jsonb->'data'->'record' AS record FROM hooks.events WHERE event_type LIKE 'orders/%' ORDER BY event_id;
+-- a tenant taken from a column: rows of the owner's tenant publish, a row of another tenant is
+-- refused (42501) in the statement that writes it, whether inserted or updated to it
+SET ROLE regress_watch_owner;
+CREATE TABLE regress_app.tickets (id int PRIMARY KEY, tenant text NOT NULL);
+GRANT INSERT, UPDATE ON regress_app.tickets TO regress_watch_app;
+SELECT watched_by FROM hooks.watch_table('regress_app.tickets', tenant_column => 'tenant');
+RESET ROLE;
+SET ROLE regress_watch_app;
+INSERT INTO regress_app.tickets VALUES (1, 'acme');
+SELECT left(sqlstate_of($$INSERT INTO regress_app.tickets VALUES (2, 'other')$$), 5) AS insert_for_another_tenant,
+       left(sqlstate_of($$UPDATE regress_app.tickets SET tenant = 'other' WHERE id = 1$$), 5) AS update_to_another_tenant;
+RESET ROLE;
+SELECT event_type, body::jsonb->'data'->>'tenantId' AS tenant FROM hooks.events WHERE event_type LIKE 'tickets/%' ORDER BY event_id;
+SELECT hooks.unwatch_table('regress_app.tickets');
 -- a trigger another publisher makes by hand on its own table, naming that watch, publishes nothing:
 -- a watch publishes only the changes of its own table
 CREATE ROLE regress_watch_other IN ROLE hooks_publisher;

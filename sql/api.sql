@@ -24,6 +24,7 @@ BEGIN
     END IF;
     IF NEW.enabled THEN
         NEW.disabled_reason := NULL;
+        NEW.disabled_holds_queue := false;
     END IF;
     RETURN NEW;
 END
@@ -93,7 +94,10 @@ CREATE TRIGGER webhooks_patterns_update
     FOR EACH ROW WHEN (NEW.event_types IS DISTINCT FROM OLD.event_types OR NEW.tenant_id <> OLD.tenant_id)
     EXECUTE FUNCTION hooks._webhook_patterns_sync();
 
--- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
+-- Disabling a webhook cancels its queued deliveries, unless the disabling holds them
+-- (disabled_holds_queue: the system's disabling, or an admin's that asks for it): then they wait
+-- for hooks.enable_webhook, until an admin's disable_webhook cancels them. What is in flight
+-- finishes and is recorded.
 CREATE FUNCTION hooks._webhook_after_disable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -113,9 +117,29 @@ END
 $$;
 
 CREATE TRIGGER webhooks_after_disable
-    AFTER UPDATE OF enabled ON hooks.webhooks
-    FOR EACH ROW WHEN (OLD.enabled AND NOT NEW.enabled)
+    AFTER UPDATE OF enabled, disabled_holds_queue ON hooks.webhooks
+    FOR EACH ROW WHEN (NOT NEW.enabled AND NOT NEW.disabled_holds_queue AND (OLD.enabled OR OLD.disabled_holds_queue))
     EXECUTE FUNCTION hooks._webhook_after_disable();
+
+-- A webhook enabled again: the deliveries its disabling held (out of the due range, see
+-- hooks.claim) are due now, and the senders are woken on commit.
+CREATE FUNCTION hooks._webhook_after_enable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE hooks.queue q
+       SET next_attempt_at = now(), updated_at = now()
+     WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity';
+    IF FOUND THEN
+        PERFORM pg_notify('hooks_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhooks_after_enable
+    AFTER UPDATE OF enabled ON hooks.webhooks
+    FOR EACH ROW WHEN (NOT OLD.enabled AND NEW.enabled)
+    EXECUTE FUNCTION hooks._webhook_after_enable();
 
 -------------------------------------------------------------------------------------------------
 -- The delivery state machine. Every change of a delivery's status goes through the functions
@@ -124,6 +148,9 @@ CREATE TRIGGER webhooks_after_disable
 --   (publish, replay)          -> pending                        hooks._enqueue
 --   pending, retrying          -> in_flight   (claim)            hooks.claim
 --   pending, retrying          -> cancelled   (webhook disabled) hooks._finish
+--                                 (a disabling that holds the queue: they wait, out of the due
+--                                 range, until it is enabled; hooks.purge cancels those queued
+--                                 longer than its retention window)
 --   in_flight                  -> success, failed, retrying      hooks._outcome decides;
 --                                              (a result)        hooks._finish / hooks._retry
 --   in_flight                  -> pending, retrying (released)   hooks.release
@@ -896,7 +923,9 @@ $$;
 -- What hooks.claim does with each due row it locked (`ids`, of webhooks `webhook_ids`; `mine`:
 -- the webhooks whose claim lock it holds), one action each:
 --   'exhaust'  its lease expired and that was the last attempt: it ends failed (`note` says why)
---   'cancel'   its webhook is disabled: it ends cancelled
+--   'park'     its webhook is disabled by a disabling that holds the queue: it waits, out of
+--              the due range (`held_until` 'infinity'), until the webhook is enabled
+--   'cancel'   its webhook is disabled otherwise: it ends cancelled
 --   'wait'     the breaker holds it back (paused, or half-open with its one probe out) until
 --              `held_until`; at most one maximum cool-down (max_cool ms) over a delivery's life
 --   'over'     another sender is claiming its webhook, or the webhook is at the cap: left as it
@@ -921,11 +950,13 @@ LANGUAGE sql STABLE AS $$
          GROUP BY x.webhook_id
     ), plan AS (
         SELECT due.*, w.enabled, w.disabled_reason, hooks._max_attempts(w.retry_config) AS max_attempts,
-               least(greatest(w.paused_until, at + interval '1 second'),
-                     at + due.hold_left_ms * interval '1 millisecond') AS held_until,
+               CASE WHEN NOT w.enabled THEN 'infinity'::timestamptz
+                    ELSE least(greatest(w.paused_until, at + interval '1 second'),
+                               at + due.hold_left_ms * interval '1 millisecond') END AS held_until,
                CASE
                    WHEN due.status = 'in_flight' AND due.attempt_number >= hooks._max_attempts(w.retry_config)
                        THEN 'exhaust'
+                   WHEN NOT w.enabled AND w.disabled_holds_queue THEN 'park'
                    WHEN NOT w.enabled THEN 'cancel'
                    WHEN w.paused_until > at AND due.hold_left_ms > 0 THEN 'wait'
                    -- half-open: one probe, the delivery with the most attempts behind it
@@ -960,7 +991,7 @@ $$;
 -- included) computed, and a new lease_token for each: the fence
 -- complete and release check (hooks._holds_lease). Rows whose lease expired are reclaimed and
 -- their lost attempt logged; an expired lease was an attempt, so one that was the last attempt
--- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled; those of a paused
+-- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled, or wait until it is enabled when its disabling holds the queue; those of a paused
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
 -- one delivery per webhook and claim goes out as a probe; skipped rows move out of the due range
 -- (for a second, or to the end of the pause) and the claim looks further, so these never hold up
@@ -1078,10 +1109,10 @@ BEGIN
                    array_agg(p.delivery_id) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.action) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.note) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
-                   array_agg(p.delivery_id) FILTER (WHERE p.action = 'wait'),
-                   array_agg(p.held_until) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action IN ('wait', 'park')),
+                   array_agg(p.held_until) FILTER (WHERE p.action IN ('wait', 'park')),
                    array_agg(p.delivery_id) FILTER (WHERE p.expired),
-                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait'))
+                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait', 'park'))
               INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
               FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
 
@@ -1096,12 +1127,14 @@ BEGIN
                                   ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
                                           FROM unnest(v_end_action) AS a),
                                   NULL, v_end_note);
-            -- Held back by the breaker: out of the due range until it may go (an expired lease
-            -- becomes retrying).
+            -- Held back by the breaker: out of the due range until it may go; of a webhook whose
+            -- disabling holds its queue: until it is enabled ('infinity'). An expired lease
+            -- becomes retrying.
             UPDATE hooks.queue q
                SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
                    next_attempt_at = w.until,
-                   breaker_held_ms = q.breaker_held_ms + ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint,
+                   breaker_held_ms = q.breaker_held_ms
+                                     + CASE WHEN isfinite(w.until) THEN ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint ELSE 0 END,
                    lease_owner = NULL,
                    updated_at = now()
               FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
@@ -1270,7 +1303,8 @@ BEGIN
                -- claimed after the breaker last opened (or a probe failed): a new request
                coalesce(r.lease_token, q.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
-               w.enabled
+               -- (a disabling that holds the queue: a failed result waits to be retried)
+               w.enabled OR w.disabled_holds_queue AS enabled
           FROM r
           JOIN hooks.outbox o ON o.delivery_id = r.delivery_id
           JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
@@ -1392,6 +1426,10 @@ BEGIN
                    WHEN NOT s.any_ok AND v_disable > 0
                         AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour' THEN false
                    ELSE w.enabled END,
+               -- the system's disabling keeps the queued deliveries, waiting for enable_webhook
+               disabled_holds_queue = w.disabled_holds_queue OR (w.enabled AND (s.gone OR (
+                   NOT s.any_ok AND v_disable > 0
+                   AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour'))),
                -- a rotated-out secret is forgotten once its grace period is over
                previous_secret = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
                                       ELSE w.previous_secret END,

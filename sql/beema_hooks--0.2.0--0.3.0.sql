@@ -240,10 +240,11 @@ $$;
 -- claim returns lease_token: a new result type, so drop and create (privileges set again below)
 DROP FUNCTION hooks.claim(text, integer, interval, boolean);
 -- Claims at most max_rows due deliveries for sender_id, leased for greatest(lease, timeout + 10 s),
--- with every header (signatures included) computed, and a new lease_token for each: the fence
+-- with the body in the delivery's payload envelope and every header (signatures of that body
+-- included) computed, and a new lease_token for each: the fence
 -- complete and release check (hooks._holds_lease). Rows whose lease expired are reclaimed and
 -- their lost attempt logged; an expired lease was an attempt, so one that was the last attempt
--- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled; those of a paused
+-- ends the delivery as failed instead (its sender never reported). Due rows of a disabled webhook are cancelled, or wait until it is enabled when its disabling holds the queue; those of a paused
 -- webhook (circuit breaker open) wait until it resumes, and while its breaker is half-open only
 -- one delivery per webhook and claim goes out as a probe; skipped rows move out of the due range
 -- (for a second, or to the end of the pause) and the claim looks further, so these never hold up
@@ -361,10 +362,10 @@ BEGIN
                    array_agg(p.delivery_id) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.action) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.note) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
-                   array_agg(p.delivery_id) FILTER (WHERE p.action = 'wait'),
-                   array_agg(p.held_until) FILTER (WHERE p.action = 'wait'),
+                   array_agg(p.delivery_id) FILTER (WHERE p.action IN ('wait', 'park')),
+                   array_agg(p.held_until) FILTER (WHERE p.action IN ('wait', 'park')),
                    array_agg(p.delivery_id) FILTER (WHERE p.expired),
-                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait'))
+                   count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait', 'park'))
               INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
               FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
 
@@ -379,12 +380,14 @@ BEGIN
                                   ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
                                           FROM unnest(v_end_action) AS a),
                                   NULL, v_end_note);
-            -- Held back by the breaker: out of the due range until it may go (an expired lease
-            -- becomes retrying).
+            -- Held back by the breaker: out of the due range until it may go; of a webhook whose
+            -- disabling holds its queue: until it is enabled ('infinity'). An expired lease
+            -- becomes retrying.
             UPDATE hooks.queue q
                SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
                    next_attempt_at = w.until,
-                   breaker_held_ms = q.breaker_held_ms + ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint,
+                   breaker_held_ms = q.breaker_held_ms
+                                     + CASE WHEN isfinite(w.until) THEN ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint ELSE 0 END,
                    lease_owner = NULL,
                    updated_at = now()
               FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
@@ -472,8 +475,10 @@ $$;
 
 -- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
 -- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
--- holds that lease (hooks._holds_lease). 2xx -> success; 410 -> failed and the webhook disabled; the
--- last attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
+-- holds that lease (hooks._holds_lease, checked by the DELETE and UPDATE that apply it: no row
+-- is locked before; a result that lost its lease is logged lease_lost). What a result leads to
+-- is hooks._outcome's rule: 2xx -> success; 410 -> failed and the webhook disabled; the last
+-- attempt -> failed; otherwise retrying after the webhook's backoff (or Retry-After).
 -- Applied results also drive each webhook's circuit breaker (README, "Circuit breaker").
 -- Plans: only index lookups and nested loops. The planner cannot know how many rows
 -- jsonb_to_recordset gives (it assumes 100), and while hooks.deliveries looked small (a new
@@ -481,6 +486,15 @@ $$;
 -- merge-joined the batch against whole-table or whole-index scans, whose cost then grew with
 -- the table: 19 ms per batch of 24 at 15,000 rows (BENCHMARKS.md, P3). A batch only ever
 -- touches its own rows, found by primary key.
+-- Bitmap scans are off too: a generic plan cannot see how selective its parameters are, and
+-- hooks.claim's due-row scan was planned as a bitmap scan of every due row plus a sort, so a
+-- claim of 64 read the whole backlog (7,137 rows, 6.4 ms; an ordered index scan stops at 64).
+-- JIT is off: with sequential scans disabled, the one plan that must scan (reading the lease
+-- token sequence) was priced at 10^10 and JIT-compiled on every call: 19 ms of a 26 ms batch
+-- of 80 results (BENCHMARKS.md, COST). hooks.claim and hooks.release run with JIT off too.
+-- Generic plans only (plan_cache_mode): their statements take arrays, and with custom plans
+-- each call planned them again, 1 to 4 ms per statement (BENCHMARKS.md, COST); the plans are
+-- index lookups whatever the values, so one plan per session serves every call.
 CREATE OR REPLACE FUNCTION hooks.complete(sender_id text, results jsonb) RETURNS integer
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
     SET enable_mergejoin = off SET jit = off
@@ -542,7 +556,8 @@ BEGIN
                -- claimed after the breaker last opened (or a probe failed): a new request
                coalesce(r.lease_token, q.lease_token, 0) > coalesce(w.breaker_fence, 0) AS after_fence,
                (r.status_code BETWEEN 200 AND 299 AND r.error IS NULL) AS ok,
-               w.enabled
+               -- (a disabling that holds the queue: a failed result waits to be retried)
+               w.enabled OR w.disabled_holds_queue AS enabled
           FROM r
           JOIN hooks.outbox o ON o.delivery_id = r.delivery_id
           JOIN hooks.webhooks w ON w.webhook_id = o.webhook_id
@@ -664,6 +679,10 @@ BEGIN
                    WHEN NOT s.any_ok AND v_disable > 0
                         AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour' THEN false
                    ELSE w.enabled END,
+               -- the system's disabling keeps the queued deliveries, waiting for enable_webhook
+               disabled_holds_queue = w.disabled_holds_queue OR (w.enabled AND (s.gone OR (
+                   NOT s.any_ok AND v_disable > 0
+                   AND coalesce(w.failing_since, now()) < now() - v_disable * interval '1 hour'))),
                -- a rotated-out secret is forgotten once its grace period is over
                previous_secret = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
                                       ELSE w.previous_secret END,
@@ -1430,7 +1449,9 @@ $$;
 -- What hooks.claim does with each due row it locked (`ids`, of webhooks `webhook_ids`; `mine`:
 -- the webhooks whose claim lock it holds), one action each:
 --   'exhaust'  its lease expired and that was the last attempt: it ends failed (`note` says why)
---   'cancel'   its webhook is disabled: it ends cancelled
+--   'park'     its webhook is disabled by a disabling that holds the queue: it waits, out of
+--              the due range (`held_until` 'infinity'), until the webhook is enabled
+--   'cancel'   its webhook is disabled otherwise: it ends cancelled
 --   'wait'     the breaker holds it back (paused, or half-open with its one probe out) until
 --              `held_until`; at most one maximum cool-down (max_cool ms) over a delivery's life
 --   'over'     another sender is claiming its webhook, or the webhook is at the cap: left as it
@@ -1455,11 +1476,13 @@ LANGUAGE sql STABLE AS $$
          GROUP BY x.webhook_id
     ), plan AS (
         SELECT due.*, w.enabled, w.disabled_reason, hooks._max_attempts(w.retry_config) AS max_attempts,
-               least(greatest(w.paused_until, at + interval '1 second'),
-                     at + due.hold_left_ms * interval '1 millisecond') AS held_until,
+               CASE WHEN NOT w.enabled THEN 'infinity'::timestamptz
+                    ELSE least(greatest(w.paused_until, at + interval '1 second'),
+                               at + due.hold_left_ms * interval '1 millisecond') END AS held_until,
                CASE
                    WHEN due.status = 'in_flight' AND due.attempt_number >= hooks._max_attempts(w.retry_config)
                        THEN 'exhaust'
+                   WHEN NOT w.enabled AND w.disabled_holds_queue THEN 'park'
                    WHEN NOT w.enabled THEN 'cancel'
                    WHEN w.paused_until > at AND due.hold_left_ms > 0 THEN 'wait'
                    -- half-open: one probe, the delivery with the most attempts behind it
@@ -1489,7 +1512,10 @@ LANGUAGE sql STABLE AS $$
       FROM plan
 $$;
 
--- Disabling a webhook cancels its queued deliveries; what is in flight finishes and is recorded.
+-- Disabling a webhook cancels its queued deliveries, unless the disabling holds them
+-- (disabled_holds_queue: the system's disabling, or an admin's that asks for it): then they wait
+-- for hooks.enable_webhook, until an admin's disable_webhook cancels them. What is in flight
+-- finishes and is recorded.
 CREATE OR REPLACE FUNCTION hooks._webhook_after_disable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1534,14 +1560,18 @@ $$;
 -- batches of `batch_size` rows taken with SKIP LOCKED, so it never waits on, or holds up,
 -- publish and claim. With `commit_each_batch` (the default) it commits after every batch, so no
 -- lock or snapshot is held for long; that needs CALL outside a transaction block (2D000
--- otherwise), like VACUUM. Returns the rows deleted in `deleted`.
+-- otherwise), like VACUUM. Returns the rows deleted in `deleted`. Also forgets rotated-out
+-- secrets past their grace period and senders not seen for `older_than`, and cancels the
+-- deliveries a disabled webhook holds (README, "Disabled webhooks") that were queued before then.
 --   CALL hooks.purge('30 days');
 CREATE OR REPLACE PROCEDURE hooks.purge(older_than interval DEFAULT '30 days', batch_size integer DEFAULT 5000,
                              commit_each_batch boolean DEFAULT true, INOUT deleted bigint DEFAULT 0)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_cutoff timestamptz;
-    n        integer;
+    v_cutoff   timestamptz;
+    n          integer;
+    v_held     bigint[];
+    v_held_why text[];
 BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
@@ -1591,6 +1621,17 @@ BEGIN
        SET previous_secret = NULL, previous_secret_expires_at = NULL
      WHERE w.previous_secret_expires_at <= now();
     DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
+    SELECT array_agg(q.delivery_id),
+           array_agg(format('webhook disabled (%s) and not enabled again before the retention window ended',
+                            w.disabled_reason))
+      INTO v_held, v_held_why
+      FROM hooks.queue q
+      JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id
+      JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+     WHERE NOT w.enabled AND q.status <> 'in_flight' AND o.created_at < v_cutoff;
+    IF v_held IS NOT NULL THEN
+        PERFORM hooks._finish(v_held, 'cancelled', NULL, NULL, v_held_why);
+    END IF;
     DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
 END
 $$;
@@ -1685,6 +1726,7 @@ ALTER TABLE hooks.webhooks ADD COLUMN filter jsonb;
 ALTER TABLE hooks.webhooks ADD COLUMN filter_path jsonpath;
 ALTER TABLE hooks.webhooks ADD COLUMN event_types text[];
 ALTER TABLE hooks.webhooks ADD COLUMN envelope text NOT NULL DEFAULT 'beema';
+ALTER TABLE hooks.webhooks ADD COLUMN disabled_holds_queue boolean NOT NULL DEFAULT false;
 
 -- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
 -- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
@@ -1781,6 +1823,7 @@ BEGIN
     END IF;
     IF NEW.enabled THEN
         NEW.disabled_reason := NULL;
+        NEW.disabled_holds_queue := false;
     END IF;
     RETURN NEW;
 END
@@ -2408,3 +2451,56 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-------------------------------------------------------------------------------------------------
+-- Disabled webhooks (README, "Disabled webhooks"): the system's disabling (410 Gone, failing
+-- too long) holds the queued deliveries until the webhook is enabled again, instead of
+-- cancelling them; an admin's disable_webhook chooses (cancel_queued).
+-------------------------------------------------------------------------------------------------
+DROP TRIGGER webhooks_after_disable ON hooks.webhooks;
+CREATE TRIGGER webhooks_after_disable
+    AFTER UPDATE OF enabled, disabled_holds_queue ON hooks.webhooks
+    FOR EACH ROW WHEN (NOT NEW.enabled AND NOT NEW.disabled_holds_queue AND (OLD.enabled OR OLD.disabled_holds_queue))
+    EXECUTE FUNCTION hooks._webhook_after_disable();
+
+-- A webhook enabled again: the deliveries its disabling held (out of the due range, see
+-- hooks.claim) are due now, and the senders are woken on commit.
+CREATE FUNCTION hooks._webhook_after_enable() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE hooks.queue q
+       SET next_attempt_at = now(), updated_at = now()
+     WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity';
+    IF FOUND THEN
+        PERFORM pg_notify('hooks_deliveries', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER webhooks_after_enable
+    AFTER UPDATE OF enabled ON hooks.webhooks
+    FOR EACH ROW WHEN (NOT OLD.enabled AND NEW.enabled)
+    EXECUTE FUNCTION hooks._webhook_after_enable();
+
+DROP FUNCTION hooks.disable_webhook(bigint, text);
+-- Disables a webhook (in-flight deliveries finish). Its queued deliveries are cancelled, or with
+-- cancel_queued false wait until hooks.enable_webhook (as when the system disables a webhook;
+-- hooks.purge cancels those queued longer than its retention window).
+CREATE FUNCTION hooks.disable_webhook(webhook_id bigint, reason text DEFAULT NULL,
+                                      cancel_queued boolean DEFAULT true) RETURNS hooks.webhooks
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    UPDATE hooks.webhooks x
+       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user),
+           disabled_holds_queue = NOT coalesce(cancel_queued, true)
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN w;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION hooks.disable_webhook(bigint, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.disable_webhook(bigint, text, boolean) TO hooks_admin;

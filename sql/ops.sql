@@ -197,7 +197,8 @@ BEGIN
 END
 $$;
 
--- Enables a webhook and resets its circuit breaker.
+-- Enables a webhook and resets its circuit breaker; the deliveries its disabling held are due
+-- again (the senders are woken on commit).
 CREATE FUNCTION hooks.enable_webhook(webhook_id bigint) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -211,14 +212,18 @@ BEGIN
 END
 $$;
 
--- Disables a webhook; its queued deliveries are cancelled (in-flight ones finish).
-CREATE FUNCTION hooks.disable_webhook(webhook_id bigint, reason text DEFAULT NULL) RETURNS hooks.webhooks
+-- Disables a webhook (in-flight deliveries finish). Its queued deliveries are cancelled, or with
+-- cancel_queued false wait until hooks.enable_webhook (as when the system disables a webhook;
+-- hooks.purge cancels those queued longer than its retention window).
+CREATE FUNCTION hooks.disable_webhook(webhook_id bigint, reason text DEFAULT NULL,
+                                      cancel_queued boolean DEFAULT true) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
     w hooks.webhooks := hooks._webhook(webhook_id);
 BEGIN
     UPDATE hooks.webhooks x
-       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user)
+       SET enabled = false, disabled_reason = coalesce(reason, 'disabled by ' || current_user),
+           disabled_holds_queue = NOT coalesce(cancel_queued, true)
      WHERE x.webhook_id = w.webhook_id
     RETURNING * INTO w;
     RETURN w;
@@ -620,14 +625,17 @@ SELECT w.table_name, w.operations, w.event_type, coalesce(w.tenant_id, '(column 
 -- publish and claim. With `commit_each_batch` (the default) it commits after every batch, so no
 -- lock or snapshot is held for long; that needs CALL outside a transaction block (2D000
 -- otherwise), like VACUUM. Returns the rows deleted in `deleted`. Also forgets rotated-out
--- secrets past their grace period and senders not seen for `older_than`.
+-- secrets past their grace period and senders not seen for `older_than`, and cancels the
+-- deliveries a disabled webhook holds (README, "Disabled webhooks") that were queued before then.
 --   CALL hooks.purge('30 days');
 CREATE PROCEDURE hooks.purge(older_than interval DEFAULT '30 days', batch_size integer DEFAULT 5000,
                              commit_each_batch boolean DEFAULT true, INOUT deleted bigint DEFAULT 0)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_cutoff timestamptz;
-    n        integer;
+    v_cutoff   timestamptz;
+    n          integer;
+    v_held     bigint[];
+    v_held_why text[];
 BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
@@ -677,6 +685,17 @@ BEGIN
        SET previous_secret = NULL, previous_secret_expires_at = NULL
      WHERE w.previous_secret_expires_at <= now();
     DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
+    SELECT array_agg(q.delivery_id),
+           array_agg(format('webhook disabled (%s) and not enabled again before the retention window ended',
+                            w.disabled_reason))
+      INTO v_held, v_held_why
+      FROM hooks.queue q
+      JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id
+      JOIN hooks.outbox o ON o.delivery_id = q.delivery_id
+     WHERE NOT w.enabled AND q.status <> 'in_flight' AND o.created_at < v_cutoff;
+    IF v_held IS NOT NULL THEN
+        PERFORM hooks._finish(v_held, 'cancelled', NULL, NULL, v_held_why);
+    END IF;
     DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
 END
 $$;

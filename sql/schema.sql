@@ -51,6 +51,10 @@ CREATE TABLE hooks.webhooks (
     -- the shape of the body its receiver gets (README, "Payload envelopes"): beema (the event as
     -- published), standard, flat or supabase; recorded per delivery at publish time
     envelope        text        NOT NULL DEFAULT 'beema',
+    -- while disabled, its queued deliveries wait for hooks.enable_webhook instead of being
+    -- cancelled: set when the system disables it (410 Gone, failing too long) or an admin's
+    -- disable_webhook asks for it; cleared when it is enabled
+    disabled_holds_queue boolean NOT NULL DEFAULT false,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name),
     -- (the key deliveries and further patterns refer to: the tenant is part of it)
     CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id)

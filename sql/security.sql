@@ -48,7 +48,7 @@ ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_
 REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
-    hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
+    hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
@@ -60,7 +60,7 @@ GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
 GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
-    hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text),
+    hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()

@@ -155,6 +155,76 @@ async fn exhaustion_ends_failed_with_the_attempt_log_complete() {
     db.cleanup().await;
 }
 
+/// A 410 disables the webhook but keeps its queued deliveries (README, "Disabled webhooks"): none
+/// is cancelled or sent while it is disabled, and once an admin enables it again the real
+/// sender delivers every one of them, each event once.
+#[tokio::test]
+async fn gone_410_holds_the_backlog_until_the_webhook_is_enabled() {
+    const N: usize = 20;
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    rx.program("/moved", vec![Reply::status(410)], Reply::ok());
+    let (id, secret) = db
+        .register(&Webhook::new("moved", "acme", "*", &rx.url("/moved")).retry(5, 100))
+        .await;
+    db.publish_series("acme", "policy/bound", N as i64).await;
+    // one request in flight at a time: the 410 answers the first, the rest are still queued
+    db.set_default("hooks.max_in_flight_per_webhook", 1).await;
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    wait_until_sql(
+        db.client(),
+        &format!("SELECT NOT enabled FROM hooks.webhooks WHERE webhook_id = {id}"),
+        Duration::from_secs(20),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        rx.requests_to("/moved").len(),
+        1,
+        "nothing is sent while it is disabled"
+    );
+    assert_eq!(
+        db.count("hooks.deliveries WHERE status = 'cancelled'")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.count("hooks.deliveries WHERE status IN ('pending', 'retrying')")
+            .await,
+        N as i64 - 1,
+        "the backlog is kept"
+    );
+
+    db.client()
+        .execute("SELECT hooks.enable_webhook($1)", &[&id])
+        .await
+        .unwrap();
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 0 FROM hooks.queue",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        db.count("hooks.deliveries WHERE status = 'success'").await,
+        N as i64 - 1
+    );
+    let mut uuids: Vec<String> = rx
+        .requests_to("/moved")
+        .iter()
+        .map(|r| r.webhook_id())
+        .collect();
+    assert_eq!(uuids.len(), N, "the 410 and then each held delivery once");
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), N);
+    for r in rx.requests_to("/moved") {
+        r.verify(&secret).expect("signed");
+    }
+    drop(sender);
+    db.cleanup().await;
+}
+
 /// 410 Gone: the delivery fails at once (no retry although attempts are left) and the webhook is
 /// disabled, so later events no longer create deliveries for it.
 #[tokio::test]

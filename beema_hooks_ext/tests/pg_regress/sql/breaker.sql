@@ -38,7 +38,8 @@ SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', 
 SELECT webhook_name, consecutive_failures, paused_until, failing_since, last_success_at IS NOT NULL AS succeeded
   FROM hooks.webhooks ORDER BY webhook_name;
 
--- failing for longer than hooks.disable_after_failing_hours disables it, with the reason
+-- failing for longer than hooks.disable_after_failing_hours disables it, with the reason; its
+-- deliveries are kept (README, "Disabled webhooks"), the failed one to be retried
 SET LOCAL hooks.disable_after_failing_hours = 1;
 UPDATE hooks.webhooks SET failing_since = now() - interval '2 hours', consecutive_failures = 50, paused_until = NULL
  WHERE webhook_name = 'flaky';

@@ -66,6 +66,57 @@ SELECT hooks.delete_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook
 SELECT sqlstate_of($$SELECT hooks.retry_delivery(-1)$$), sqlstate_of($$SELECT hooks.replay_event(-1)$$);
 ROLLBACK;
 
+-- Disabled webhooks (README, "Disabled webhooks"): a 410 disables the webhook and holds its
+-- queued deliveries instead of cancelling them; claims set them aside, a request that was in
+-- flight and failed waits too; enable_webhook makes them all due again. An admin's disable
+-- cancels unless it asks to hold; hooks.purge cancels what was held past its retention window.
+BEGIN;
+SET LOCAL hooks.max_in_flight_per_webhook = 0;
+SELECT count(*) FROM hooks.create_webhook('acme', 'gone', 'g/*', 'https://gone.example/',
+                                          retry_config => '{"maxAttempts": 5, "backoffMs": 0}');
+SELECT webhook_id AS gone FROM hooks.webhooks WHERE webhook_name = 'gone' \gset
+SELECT count(hooks.publish(format('{"event": "g/x", "id": "g%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 5) i;
+CREATE TEMP TABLE in_flight AS SELECT delivery_id, attempt_number FROM hooks.claim('s1', 2);
+CREATE FUNCTION pg_temp.result(nth integer, code integer) RETURNS integer LANGUAGE sql AS $$
+    SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+                                                                     'attempt_number', attempt_number, 'status_code', code))
+                                   FROM (SELECT * FROM in_flight ORDER BY delivery_id OFFSET nth - 1 LIMIT 1) x))
+$$;
+SELECT pg_temp.result(1, 410) AS gone_410;
+SELECT enabled, disabled_holds_queue, disabled_reason LIKE '410 Gone at %' AS reason_recorded
+  FROM hooks.webhooks WHERE webhook_id = :gone;
+SELECT pg_temp.result(2, 500) AS failed_after_disabling;
+SELECT status, attempt_number, count(*) FROM hooks.deliveries WHERE webhook_id = :gone GROUP BY 1, 2 ORDER BY 1, 2;
+-- claims set the held deliveries aside: neither sent nor cancelled
+UPDATE hooks.queue SET next_attempt_at = now() - interval '1 second' WHERE webhook_id = :gone;
+SELECT count(*) AS claimed_while_disabled FROM hooks.claim('s1', 10);
+SELECT status, next_attempt_at = 'infinity' AS set_aside, count(*) FROM hooks.deliveries
+ WHERE webhook_id = :gone AND status <> 'failed' GROUP BY 1, 2 ORDER BY 1, 2;
+-- enabled again: every held delivery is due, and claimed
+SELECT enabled, disabled_holds_queue FROM hooks.enable_webhook(:gone);
+SELECT count(*) AS claimed_after_enable FROM hooks.claim('s1', 10);
+SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number, 'status_code', 200))
+                              FROM hooks.deliveries WHERE webhook_id = :gone AND status = 'in_flight')) AS delivered;
+-- an admin's disable: held when it asks, cancelled by default (also what an earlier one held)
+SELECT count(hooks.publish(format('{"event": "g/x", "id": "h%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 2) i;
+SELECT enabled, disabled_holds_queue, disabled_reason FROM hooks.disable_webhook(:gone, 'moving hosts', cancel_queued => false);
+SELECT status, count(*) FROM hooks.deliveries WHERE webhook_id = :gone GROUP BY 1 ORDER BY 1;
+SELECT enabled, disabled_holds_queue FROM hooks.disable_webhook(:gone, 'gone for good');
+SELECT status, error_message, count(*) FROM hooks.deliveries WHERE webhook_id = :gone GROUP BY 1, 2 ORDER BY 1, 2;
+-- purge cancels deliveries held past the retention window, saying why, and keeps newer ones
+SELECT enabled FROM hooks.enable_webhook(:gone);
+SELECT count(hooks.publish(format('{"event": "g/x", "id": "k%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 3) i;
+SELECT enabled FROM hooks.disable_webhook(:gone, 'receiver down', cancel_queued => false);
+UPDATE hooks.outbox o SET created_at = now() - interval '2 days'
+  FROM hooks.events e WHERE e.event_id = o.event_id AND e.event_key IN ('k1', 'k2');
+CALL hooks.purge('1 day', commit_each_batch => false);
+SELECT e.event_key, d.status, d.error_message FROM hooks.deliveries d JOIN hooks.events e USING (event_id)
+ WHERE e.event_key LIKE 'k%' ORDER BY 1;
+ROLLBACK;
+
 -- A rotated-out secret is forgotten after its grace period: by the webhook's next result
 -- (hooks.complete), or by hooks.purge for a webhook with no traffic; purge also forgets
 -- senders not seen for older_than.

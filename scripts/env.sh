@@ -12,6 +12,24 @@ export BEEMA_PGPORT="${BEEMA_PGPORT:-28815}"
 export BEEMA_ADMIN_URL="${BEEMA_ADMIN_URL:-postgres://postgres@127.0.0.1:$BEEMA_PGPORT/postgres}"
 export HOOKS_SENDER_BIN="${HOOKS_SENDER_BIN:-$CARGO_TARGET_DIR/release/beema-hooks-sender}"
 
+# $BEEMA_RUN_DIR is reused across runs and by default lies in /tmp, where any user can create a
+# name first: it is created here when missing (owned by postgres when run as root, so that the
+# cluster can use it), and must otherwise be a real directory, not a link, owned by this user
+# or postgres. Nothing writes, chowns or removes anything in it otherwise.
+if [ -L "$BEEMA_RUN_DIR" ] || { [ -e "$BEEMA_RUN_DIR" ] && [ ! -d "$BEEMA_RUN_DIR" ]; }; then
+  printf '\033[1m==> %s\033[0m\n' "$BEEMA_RUN_DIR is not a directory of ours (a link or a file): remove it or set BEEMA_RUN_DIR" >&2
+  exit 1
+fi
+if [ ! -d "$BEEMA_RUN_DIR" ]; then
+  mkdir -m 0755 "$BEEMA_RUN_DIR"
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then chown -h postgres: "$BEEMA_RUN_DIR"; fi
+fi
+case "$(stat -c %U "$BEEMA_RUN_DIR")" in
+  "$(id -un)"|postgres) ;;
+  *) printf '\033[1m==> %s\033[0m\n' "$BEEMA_RUN_DIR belongs to $(stat -c %U "$BEEMA_RUN_DIR"), not to $(id -un) or postgres: refusing to use it" >&2
+     exit 1 ;;
+esac
+
 # Run a command as the postgres OS user when we are root (Postgres refuses to run as root).
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

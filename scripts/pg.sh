@@ -7,11 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
 start() {
-  if [ "$(id -u)" = 0 ]; then
-    mkdir -p "$BEEMA_RUN_DIR" && chown postgres: "$BEEMA_RUN_DIR"
-  else
-    mkdir -p "$BEEMA_RUN_DIR"
-  fi
+  # ($BEEMA_RUN_DIR: created and checked by env.sh)
   if [ ! -f "$BEEMA_PGDATA/PG_VERSION" ]; then
     say "initdb $BEEMA_PGDATA"
     as_pg "$PG_BIN/initdb" -D "$BEEMA_PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null

@@ -16,8 +16,8 @@
 # Exits non-zero when anything differs or fails. Needs the extension installed with its
 # versioned scripts (scripts/install_ext.sh, which scripts/setup.sh runs) and, by default, the
 # local cluster running (scripts/pg.sh start); the same connection as scripts/regress.sh.
-#   --own-cluster  a new throwaway cluster (127.0.0.1:28818, /tmp/beema-hooks-upgrade), removed
-#                  afterwards. The extension's roles are cluster-wide: only in a cluster where no
+#   --own-cluster  a new throwaway cluster (127.0.0.1:28818, in a new private directory of
+#                  mktemp -d), removed afterwards. The extension's roles are cluster-wide: only in a cluster where no
 #                  fresh install ran first does the upgrade have to create them itself, so only
 #                  this mode proves the upgrade scripts create the roles a new version adds.
 #   --keep         keep the databases (and the cluster's data) for a look afterwards
@@ -33,7 +33,9 @@ for a in "$@"; do
   esac
 done
 if [ "$own_cluster" = 1 ]; then
-  export BEEMA_RUN_DIR=/tmp/beema-hooks-upgrade BEEMA_PGPORT=28818
+  BEEMA_RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/beema-hooks-upgrade.XXXXXX")"
+  [ "$(id -u)" = 0 ] && chown postgres: "$BEEMA_RUN_DIR"
+  export BEEMA_RUN_DIR BEEMA_PGPORT=28818
   unset BEEMA_PGDATA BEEMA_ADMIN_URL
 fi
 source "$(dirname "$0")/env.sh"
@@ -70,14 +72,12 @@ drop_dbs() { for db in "${dbs[@]}"; do psql_ -d postgres -c "DROP DATABASE IF EX
 cleanup() {
   if [ "$own_cluster" = 1 ]; then
     "$BEEMA_ROOT/scripts/pg.sh" stop || true
-    [ "$keep" = 1 ] || rm -rf "$BEEMA_PGDATA"
+    if [ "$keep" = 1 ]; then say "kept $BEEMA_RUN_DIR"; else rm -rf "$BEEMA_RUN_DIR"; fi
   elif [ "$keep" != 1 ]; then
     drop_dbs || true
   fi
 }
 if [ "$own_cluster" = 1 ]; then
-  "$BEEMA_ROOT/scripts/pg.sh" stop >/dev/null 2>&1 || true
-  rm -rf "$BEEMA_PGDATA"
   trap cleanup EXIT
   "$BEEMA_ROOT/scripts/pg.sh" start >/dev/null
 else

@@ -361,14 +361,18 @@ fn free_port_in(range: std::ops::Range<u16>) -> u16 {
     panic!("no free port in {range:?}");
 }
 
-/// A Postgres cluster of the test's own: initdb'd into `/tmp/beema-chaos-<pid>-<n>`, trust auth,
-/// listening on 127.0.0.1 and a socket in that directory only. Stopped (immediate) and removed
-/// when dropped, also when the test fails. Leftovers of killed test processes are removed by the
-/// next [`Cluster::start`].
+/// A Postgres cluster of the test's own: initdb'd into a new private directory
+/// (`/tmp/beema-chaos-XXXXXX`, made by mktemp's rules: a random name, created only if new, mode
+/// 0700), trust auth, listening on 127.0.0.1 and a socket in that directory only. Stopped
+/// (immediate) and removed when dropped, also when the test fails. Each cluster is noted in this
+/// user's registry of clusters ([`cluster_registry`]); the next [`Cluster::start`] stops and
+/// removes those of test processes that are gone, and no other directory.
 pub struct Cluster {
     dir: PathBuf,
     data: PathBuf,
     port: u16,
+    /// its note in the registry
+    note: PathBuf,
 }
 
 impl Cluster {
@@ -377,16 +381,29 @@ impl Cluster {
         sweep_clusters();
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/tmp/beema-chaos-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        let dir = tempfile::Builder::new()
+            .prefix("beema-chaos-")
+            .tempdir_in(std::env::temp_dir())
+            .expect("create a private cluster directory")
+            .keep();
+        let note = cluster_registry().join(format!("{}-{n}", std::process::id()));
+        std::fs::write(
+            &note,
+            std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()),
+        )
+        .expect("note the cluster");
         if is_root() {
             let (uid, gid) = postgres_ids();
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
         }
         let data = dir.join("data");
         let port = free_port_in(29000..30000);
-        let cluster = Cluster { dir, data, port };
+        let cluster = Cluster {
+            dir,
+            data,
+            port,
+            note,
+        };
         let mut initdb = as_pg(&pg_bin().join("initdb"));
         initdb.arg("-D").arg(&cluster.data).args([
             "-U",
@@ -505,34 +522,61 @@ impl Drop for Cluster {
         }
         let _ = self.pg_ctl(&["-m", "immediate", "-w", "-t", "30", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.note);
     }
 }
 
-/// Stops and removes `/tmp/beema-chaos-<pid>-*` clusters whose test process is gone.
+/// This user's registry of throwaway clusters: one file per cluster, `<pid>-<n>`, holding its
+/// directory; in the user's cache (`$HOME/.cache/beema-hooks/clusters`, mode 0700), which no
+/// other user can write.
+fn cluster_registry() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = home.join(".cache/beema-hooks/clusters");
+    std::fs::create_dir_all(&dir).expect("create the cluster registry");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .expect("chmod the cluster registry");
+    dir
+}
+
+/// Stops and removes the clusters of the registry whose test process is gone (killed before
+/// its clusters were dropped): only directories a test run noted there, never one found by
+/// its name.
 fn sweep_clusters() {
-    let Ok(entries) = std::fs::read_dir("/tmp") else {
+    let registry = cluster_registry();
+    let Ok(entries) = std::fs::read_dir(&registry) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("beema-chaos-") else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let data = e.path().join("data");
-        if data.join("postmaster.pid").exists() {
-            let mut c = as_pg(&pg_bin().join("pg_ctl"));
-            c.arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
-            let _ = c.output();
+        let Ok(noted) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let dir =
+            PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&noted));
+        let is_real_dir = std::fs::symlink_metadata(&dir)
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        if is_real_dir {
+            let data = dir.join("data");
+            if data.join("postmaster.pid").exists() {
+                let mut c = as_pg(&pg_bin().join("pg_ctl"));
+                c.arg("-D")
+                    .arg(&data)
+                    .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+                let _ = c.output();
+            }
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        let _ = std::fs::remove_dir_all(e.path());
+        let _ = std::fs::remove_file(e.path());
     }
 }
 

@@ -97,20 +97,40 @@ fn pg_bin() -> std::path::PathBuf {
 }
 
 /// `dist/beema_hooks.sql` of this checkout, written once per test process by
-/// `scripts/portable.sh` into a directory of its own.
+/// `scripts/portable.sh` into a private directory of its own, then kept beside the test
+/// binaries (in the build directory, not in /tmp) under a name that is its content's hash, so
+/// that concurrent test processes and checkouts sharing the build directory never see each
+/// other's half-written or different file, and reruns add nothing.
 pub fn portable_sql() -> std::path::PathBuf {
+    use sha2::Digest;
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let dir = std::env::temp_dir().join(format!("beema-portable-{}", std::process::id()));
-        let status = std::process::Command::new("bash")
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let base = exe.parent().expect("its directory").join("beema-portable");
+        std::fs::create_dir_all(&base).expect("create the portable install's directory");
+        let work = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&base)
+            .expect("a private directory");
+        let out = std::process::Command::new("bash")
             .arg(root.join("scripts/portable.sh"))
-            .arg(&dir)
-            .stderr(std::process::Stdio::null())
-            .status()
+            .arg(work.path())
+            .output()
             .expect("run scripts/portable.sh");
-        assert!(status.success(), "scripts/portable.sh failed");
-        dir.join("beema_hooks.sql")
+        assert!(
+            out.status.success(),
+            "scripts/portable.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built = work.path().join("beema_hooks.sql");
+        let sql = std::fs::read(&built).expect("read the portable install");
+        let path = base.join(format!(
+            "beema_hooks-{}.sql",
+            hex::encode(&sha2::Sha256::digest(&sql)[..8])
+        ));
+        std::fs::rename(&built, &path).expect("keep the portable install");
+        path
     })
     .clone()
 }

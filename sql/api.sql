@@ -130,7 +130,7 @@ BEGIN
        SET next_attempt_at = now(), updated_at = now()
      WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity';
     IF FOUND THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN NULL;
 END
@@ -827,7 +827,12 @@ $$;
 --   "commit" lock (hooks._lock_key('commit')): every publishing transaction holds it in shared mode from
 --       its wake-up check until its commit is visible. A sender going idle takes it exclusively
 --       once (waiting for those commits) and then claims again, so a publisher that saw it awake
---       is never missed.
+--       is never missed. A publisher never waits for it: when it is held exclusively (by a
+--       sender going idle, or by any session, since any role may take any advisory lock key),
+--       the publisher notifies instead. A session holding either key can at worst make the
+--       senders rely on their poll, never hold up or fail a commit.
+-- The NOTIFY itself is hooks._notify_at_commit(): in the native flavor sent by a commit callback,
+-- so that a transaction that is prepared (two-phase commit) sends none and can be prepared.
 -- The check runs at commit, once per transaction, in a deferred trigger on hooks.events (one row
 -- per publish, not one per delivery), and only when the transaction queued deliveries: publish
 -- and test_webhook then set the transaction-local beema_hooks.wake_needed (a rolled-back
@@ -846,9 +851,12 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    PERFORM pg_advisory_xact_lock_shared(hooks._lock_key('commit'));
-    IF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+    -- Never waits for a lock: when the commit lock is held exclusively (a sender going idle,
+    -- or any session that took the key) this commit notifies instead of waiting.
+    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
+        PERFORM hooks._notify_at_commit();
+    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN NULL;
 END
@@ -1455,7 +1463,7 @@ BEGIN
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
     -- nothing else to do (sent on commit).
     IF v_freed THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN v_applied;
 END

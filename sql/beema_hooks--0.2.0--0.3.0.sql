@@ -213,6 +213,13 @@ LANGUAGE sql IMMUTABLE AS $$
            END
 $$;
 
+-- The senders' wake-up at commit (wake.rs): one NOTIFY when the transaction commits, none when it
+-- is prepared.
+CREATE FUNCTION hooks."_notify_at_commit"() RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'notify_at_commit_wrapper';
+
 -- The advisory lock keys, named once (api.sql); the wake-up barrier now uses them.
 CREATE FUNCTION hooks._lock_key(name text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -708,7 +715,7 @@ BEGIN
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
     -- nothing else to do (sent on commit).
     IF v_freed THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN v_applied;
 END
@@ -767,9 +774,12 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    PERFORM pg_advisory_xact_lock_shared(hooks._lock_key('commit'));
-    IF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+    -- Never waits for a lock: when the commit lock is held exclusively (a sender going idle,
+    -- or any session that took the key) this commit notifies instead of waiting.
+    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
+        PERFORM hooks._notify_at_commit();
+    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN NULL;
 END
@@ -1084,7 +1094,7 @@ BEGIN
     END IF;
     PERFORM hooks._requeue(ARRAY[d.delivery_id]);
     SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
-    PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     RETURN d;
 END
 $$;
@@ -1128,7 +1138,7 @@ BEGIN
                             array_fill(e.tenant_id, ARRAY[cardinality(v_new)]),
                             array_fill(e.event_type, ARRAY[cardinality(v_new)]), v_new);
     IF n > 0 THEN
-        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+        PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     END IF;
     RETURN n;
 END
@@ -1152,7 +1162,7 @@ BEGIN
                                WHERE f.webhook_id = w.webhook_id AND f.status = 'failed'
                                  AND o.created_at >= coalesce(since, '-infinity')));
     IF n > 0 THEN
-        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+        PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     END IF;
     RETURN n;
 END
@@ -2472,7 +2482,7 @@ BEGIN
        SET next_attempt_at = now(), updated_at = now()
      WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity';
     IF FOUND THEN
-        PERFORM pg_notify('hooks_deliveries', '');
+        PERFORM hooks._notify_at_commit();
     END IF;
     RETURN NULL;
 END

@@ -285,7 +285,7 @@ BEGIN
     END IF;
     PERFORM hooks._requeue(ARRAY[d.delivery_id]);
     SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
-    PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+    PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     RETURN d;
 END
 $$;
@@ -329,7 +329,7 @@ BEGIN
                             array_fill(e.tenant_id, ARRAY[cardinality(v_new)]),
                             array_fill(e.event_type, ARRAY[cardinality(v_new)]), v_new);
     IF n > 0 THEN
-        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+        PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     END IF;
     RETURN n;
 END
@@ -353,7 +353,7 @@ BEGIN
                                WHERE f.webhook_id = w.webhook_id AND f.status = 'failed'
                                  AND o.created_at >= coalesce(since, '-infinity')));
     IF n > 0 THEN
-        PERFORM pg_notify('hooks_deliveries', '');  -- wake the senders on commit
+        PERFORM hooks._notify_at_commit();  -- wake the senders on commit
     END IF;
     RETURN n;
 END

@@ -186,6 +186,15 @@ BEGIN
 END
 $$;
 
+-- Twin of _notify_at_commit (wake.rs): the NOTIFY that wakes the senders, sent when the
+-- transaction commits. Without a library there is no commit callback: it is queued at once, so
+-- a transaction that will be prepared (two-phase commit) sets hooks.wake = 'poll' first
+-- (README, "Wake-ups").
+CREATE FUNCTION hooks._notify_at_commit() RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_notify('hooks_deliveries', '')
+$$;
+
 -- The regular expression a wildcard pattern stands for: its text with every character special
 -- to regular expressions escaped, and each `*` that is a whole segment as `[^/.]+` (one
 -- non-empty segment); `claim/*` gives ^claim/[^/.]+$. A `*` inside a segment stays literal.

@@ -13,6 +13,7 @@ mod errors;
 mod gucs;
 mod publish;
 mod signing;
+mod wake;
 mod webhooks;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -34,6 +35,7 @@ pgrx::extension_sql_file!(
         webhooks::check_envelope,
         webhooks::render_envelope,
         webhooks::retry_delay_ms,
+        wake::notify_at_commit,
     ]
 );
 pgrx::extension_sql_file!("../../sql/ops.sql", name = "ops", requires = ["api"]);
@@ -42,6 +44,7 @@ pgrx::extension_sql_file!("../../sql/security.sql", name = "security", finalize)
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    wake::init();
 }
 
 /// `#[pg_test]`s: each runs inside a transaction of a real Postgres with the extension installed.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beema_hooks_e2e::{
-    wait_until, wait_until_sql, Receiver, Sender, SenderOptions, TestDb, Webhook,
+    wait_until, wait_until_sql, Receiver, Reply, Sender, SenderOptions, TestDb, Webhook,
 };
 use serde_json::json;
 
@@ -279,13 +279,15 @@ async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
     db.cleanup().await;
 }
 
-/// Two-phase commit: `PREPARE TRANSACTION` refuses a transaction that has NOTIFYed, so a publish
-/// in one fails at PREPARE while no sender is awake; with `SET LOCAL hooks.wake = 'poll'` the
-/// publish takes no part in the wake-up, PREPARE and COMMIT PREPARED work, and the idle sender's
-/// poll delivers it (README, "Wake-ups"). On a cluster of the test's own, which allows prepared
-/// transactions; with the flavor of BEEMA_FLAVOR.
+/// Two-phase commit (issue 14, item 7): `PREPARE TRANSACTION` refuses a transaction that has
+/// NOTIFYed. In the native flavor the wake-up's NOTIFY is sent by a commit callback, so a
+/// publishing transaction prepares as it is, and after COMMIT PREPARED the idle sender's poll
+/// delivers it; in the portable flavor PREPARE refuses it (0A000) while no sender is awake, and
+/// `SET LOCAL hooks.wake = 'poll'` makes it work there. ROLLBACK PREPARED sends nothing
+/// (README, "Wake-ups"). On a cluster of the test's own, which allows prepared transactions;
+/// with the flavor of BEEMA_FLAVOR.
 #[tokio::test]
-async fn a_prepared_transaction_publishes_with_wake_poll() {
+async fn a_prepared_transaction_publishes_and_is_delivered_after_commit_prepared() {
     use beema_hooks_e2e::chaos_helpers::Cluster;
     use beema_hooks_e2e::db::{connect, portable_sql, psql_file, publish_on};
     use beema_hooks_e2e::Flavor;
@@ -331,19 +333,47 @@ async fn a_prepared_transaction_publishes_with_wake_poll() {
     // (idle: it claimed nothing, so a publisher would NOTIFY)
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let flavor = Flavor::from_env();
     let p = connect(&url).await;
+    // With no setting: the native flavor's commit callback sends no NOTIFY from a transaction
+    // that is prepared, so PREPARE works; the portable flavor (no library, no callback) queues
+    // the NOTIFY at once, PREPARE refuses it (0A000), and hooks.wake = 'poll' is its way.
     p.batch_execute("BEGIN").await.expect("begin");
     publish_on(
         &p,
         &json!({"event": "tx/plain", "data": {"tenantId": "acme"}}),
     )
     .await;
-    let refused = p
-        .batch_execute("PREPARE TRANSACTION 'beema_plain'")
+    let prepared = p.batch_execute("PREPARE TRANSACTION 'beema_plain'").await;
+    match flavor {
+        Flavor::Native => {
+            prepared.expect("PREPARE of a publishing transaction");
+            p.batch_execute("COMMIT PREPARED 'beema_plain'")
+                .await
+                .expect("COMMIT PREPARED");
+        }
+        Flavor::Portable => {
+            let refused = prepared.expect_err("PREPARE after a NOTIFY");
+            assert_eq!(refused.code().map(|s| s.code()), Some("0A000"), "{refused}");
+            p.batch_execute("ROLLBACK").await.ok();
+        }
+    }
+
+    // prepared, then rolled back: nothing is ever sent
+    p.batch_execute("BEGIN; SET LOCAL hooks.wake = 'poll'")
         .await
-        .expect_err("PREPARE after a NOTIFY");
-    assert_eq!(refused.code().map(|s| s.code()), Some("0A000"), "{refused}");
-    p.batch_execute("ROLLBACK").await.ok();
+        .expect("begin");
+    publish_on(
+        &p,
+        &json!({"event": "tx/rolled-back", "data": {"tenantId": "acme"}}),
+    )
+    .await;
+    p.batch_execute("PREPARE TRANSACTION 'beema_rollback'")
+        .await
+        .expect("PREPARE");
+    p.batch_execute("ROLLBACK PREPARED 'beema_rollback'")
+        .await
+        .expect("ROLLBACK PREPARED");
 
     p.batch_execute("BEGIN; SET LOCAL hooks.wake = 'poll'")
         .await
@@ -359,14 +389,92 @@ async fn a_prepared_transaction_publishes_with_wake_poll() {
     p.batch_execute("COMMIT PREPARED 'beema_poll'")
         .await
         .expect("COMMIT PREPARED");
+    let expected: Vec<&str> = match flavor {
+        Flavor::Native => vec!["tx/plain", "tx/prepared"],
+        Flavor::Portable => vec!["tx/prepared"],
+    };
     wait_until(
-        "the prepared publish delivered by the poll",
+        "the prepared publishes delivered by the poll",
         Duration::from_secs(20),
-        || async { rx.count() >= 1 },
+        || async { rx.count() >= expected.len() },
     )
     .await;
+    // one more poll: the rolled-back one never comes
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let got = rx.requests();
-    assert_eq!(got.len(), 1, "only the committed event");
-    assert!(got[0].json()["event"] == "tx/prepared");
-    got[0].verify("secret-2pc").expect("signed");
+    let mut events: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["event"].as_str().unwrap_or("").to_owned())
+        .collect();
+    events.sort();
+    assert_eq!(events, expected, "only the committed events");
+    for r in &got {
+        r.verify("secret-2pc").expect("signed");
+    }
+}
+
+/// Advisory locks are no lever (issue 14, item 6): any role may take any advisory lock key, and
+/// a login with no privilege at all holds the wake-up's "commit" key exclusively and its
+/// "awake" key shared. Publishing commits neither wait nor fail (each runs with a 200 ms
+/// lock_timeout, which a wait for the held key would exceed), and every event is still
+/// delivered: the NOTIFY a held commit key makes publishers send, or at worst the senders' poll
+/// (README, "Wake-ups").
+#[tokio::test]
+async fn advisory_locks_held_by_any_role_stall_no_commit() {
+    use beema_hooks_e2e::db::{connect, with_user};
+    use beema_hooks_e2e::unique_name;
+
+    const N: usize = 20;
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    rx.always("/hook", Reply::ok());
+    db.register(&Webhook::new("w", "acme", "lock/*", &rx.url("/hook")))
+        .await;
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: 1_000,
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+
+    let nobody = unique_name("lock_holder");
+    db.client()
+        .batch_execute(&format!("CREATE ROLE {nobody} LOGIN"))
+        .await
+        .expect("a role with no privilege");
+    let holder = connect(&with_user(db.url(), &nobody)).await;
+    holder
+        .batch_execute(
+            "SELECT pg_advisory_lock(7233327398000001), pg_advisory_lock_shared(7233327398000002)",
+        )
+        .await
+        .expect("any role takes the keys");
+
+    let p = db.connect().await;
+    for i in 0..N {
+        p.batch_execute(&format!(
+            r#"BEGIN;
+               SET LOCAL lock_timeout = '200ms';
+               SELECT hooks.publish('{{"event": "lock/{i}", "data": {{"tenantId": "acme"}}}}');
+               COMMIT;"#
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("publishing commit {i} while the keys are held: {e:?}"));
+    }
+    wait_until("every event delivered", Duration::from_secs(20), || async {
+        rx.count() >= N
+    })
+    .await;
+    assert_eq!(rx.count(), N);
+
+    drop(holder);
+    drop(sender);
+    db.cleanup().await;
+    connect(&beema_hooks_e2e::db::admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS {nobody}"))
+        .await
+        .expect("drop the role");
 }

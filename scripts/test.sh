@@ -6,7 +6,7 @@
 #      native, and portable (scripts/portable.sh's plain SQL, installed by a non-superuser owner);
 #      the pg_tle file's structure and its script run as an extension script (pgtle_check.sh)
 #   4. upgrade test: every released version, with data, upgraded to the current one must equal
-#      a fresh install (scripts/upgrade_test.sh)
+#      a fresh install (scripts/upgrade_test.sh); the alert rules (promtool check/test rules)
 #   5. end-to-end tests (tests/): the extension, the real sender binary, local HTTP receivers;
 #      then the delivery tests again against the portable flavor (BEEMA_FLAVOR=portable)
 #   6. the benchmarks in smoke mode (tiny sizes; they fail only when their code breaks)
@@ -16,6 +16,18 @@ source "$(dirname "$0")/env.sh"
 cd "$BEEMA_ROOT"
 
 "$BEEMA_ROOT/scripts/setup.sh" || { say "setup failed"; exit 1; }
+
+# What only the tests use, from Debian: PgBouncer (tests/tests/poolers.rs) and Prometheus'
+# promtool (the alert rules' tests in deploy/prometheus).
+test_packages=()
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || test_packages+=(pgbouncer)
+command -v promtool >/dev/null || test_packages+=(prometheus)
+if [ "${#test_packages[@]}" -gt 0 ]; then
+  say "apt-get install ${test_packages[*]} (for the tests)"
+  SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${test_packages[@]}" ||
+    { say "could not install ${test_packages[*]}"; exit 1; }
+fi
 
 failed=()
 step() {
@@ -47,9 +59,11 @@ trap '"$BEEMA_ROOT/scripts/pg.sh" stop' EXIT
 step "pg_regress" "$BEEMA_ROOT/scripts/regress.sh"
 step "pg_tle file check" "$BEEMA_ROOT/scripts/pgtle_check.sh"
 step "upgrade test" "$BEEMA_ROOT/scripts/upgrade_test.sh"
+step "alert rules (promtool)" bash -c 'cd deploy/prometheus && promtool check rules beema-hooks.rules.yml && promtool test rules beema-hooks.rules.test.yml'
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
 step "end-to-end tests, portable flavor" env BEEMA_FLAVOR=portable cargo test --release -q -p beema_hooks_e2e \
-  --test delivery --test faults --test wakeups --test senders --test sql_concurrency --test tenants
+  --test delivery --test faults --test wakeups --test senders --test sql_concurrency --test tenants \
+  --test poolers
 # benchmarks never fail for slowness; the smoke run only proves their code still works
 step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke
 

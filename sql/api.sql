@@ -1008,10 +1008,13 @@ $$;
 -- rewritten, and hooks.complete() wakes the senders when it frees such a webhook.
 -- When nothing is due, the sender goes idle (publishers notify again) unless stay_awake asks it
 -- to stay awake, for a sender that promises to claim again within milliseconds.
+-- max_bytes, when given, is a byte budget besides max_rows: the event bodies of the rows
+-- claimed add up to at most that many bytes, except that the first row is claimed even when it
+-- is larger, alone (a sender's memory bound, README "Memory"). 22023 when negative.
 -- Must run in READ COMMITTED on the sender's own session (it holds the "awake" lock there).
 -- Plans: only index lookups and nested loops (see hooks.complete).
 CREATE FUNCTION hooks.claim(sender_id text, max_rows integer, lease interval DEFAULT '60 seconds',
-                            stay_awake boolean DEFAULT false)
+                            stay_awake boolean DEFAULT false, max_bytes bigint DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, attempt_number integer, delivery_uuid uuid, webhook_id bigint,
                event_type text, url text, headers jsonb, body text, timeout_ms integer,
                lease_expires_at timestamptz, lease_token bigint)
@@ -1051,6 +1054,10 @@ BEGIN
     END IF;
     IF lease IS NULL OR lease < interval '1 second' OR lease > interval '1 day' THEN
         RAISE EXCEPTION 'lease must be between 1 second and 1 day, got %', lease
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_bytes < 0 THEN
+        RAISE EXCEPTION 'max_bytes must not be negative, got %', max_bytes
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
@@ -1147,6 +1154,18 @@ BEGIN
                    updated_at = now()
               FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
              WHERE q.delivery_id = w.delivery_id;
+            -- The byte budget: the rows to claim, in the order they were due, while their event
+            -- bodies add up to at most max_bytes; the first one in any case. The others stay as
+            -- they are (unlocked at commit) for a later claim.
+            IF max_bytes IS NOT NULL AND v_ids IS NOT NULL THEN
+                SELECT array_agg(s.delivery_id ORDER BY s.ord) FILTER (WHERE s.ord = 1 OR s.running <= max_bytes)
+                  INTO v_ids
+                  FROM (SELECT u.delivery_id, u.ord,
+                               sum(octet_length(e.body)) OVER (ORDER BY u.ord) AS running
+                          FROM unnest(v_ids) WITH ORDINALITY AS u(delivery_id, ord)
+                          JOIN hooks.outbox o ON o.delivery_id = u.delivery_id
+                          JOIN hooks.events e ON e.event_id = o.event_id) AS s;
+            END IF;
             -- Claimed: in flight under a new lease token, the attempt counted.
             WITH claimed AS (
                 UPDATE hooks.queue q

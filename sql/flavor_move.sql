@@ -53,6 +53,19 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
     END LOOP;
     PERFORM hooks._watch_attach(w) FROM hooks.watched_tables w;
+    -- The old install's owner acted for every tenant as its owner (README, "Tenants bound to
+    -- roles"); when the new install has another owner, it keeps that by an explicit grant.
+    IF to_regclass('hooks.tenant_grants') IS NOT NULL THEN
+        FOR t IN SELECT r.rolname FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+                  WHERE n.nspname = 'hooks_moving'
+                    AND NOT pg_catalog.pg_has_role(r.oid, (SELECT h.nspowner FROM pg_catalog.pg_namespace h
+                                                             WHERE h.nspname = 'hooks'), 'MEMBER') LOOP
+            INSERT INTO hooks.tenant_grants (role_name, tenant_id, granted_by)
+            VALUES (t.rolname, NULL, current_user) ON CONFLICT DO NOTHING;
+            RAISE NOTICE 'beema_hooks: % owned the old install and acts for every tenant by a grant now (hooks.revoke_tenant(%L) takes it back)',
+                         t.rolname, t.rolname;
+        END LOOP;
+    END IF;
     RAISE NOTICE 'beema_hooks: rows moved: %', array_to_string(moved, ', ');
 END
 $move$;

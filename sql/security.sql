@@ -41,11 +41,14 @@ ALTER FUNCTION hooks.revoke_tenant(name, text) SECURITY DEFINER SET search_path 
 ALTER FUNCTION hooks._session_scope() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 REVOKE EXECUTE ON FUNCTION hooks._publish(jsonb, name), hooks._publish_many(jsonb[], name),
     hooks._session_scope() FROM PUBLIC;
-ALTER FUNCTION hooks.claim(text, integer, interval, boolean) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.claim(text, integer, interval, boolean, bigint) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
+ALTER FUNCTION hooks.sender_metrics() SECURITY DEFINER SET search_path = pg_catalog, hooks;
+REVOKE EXECUTE ON FUNCTION hooks.sender_metrics() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender, hooks_admin;
 
-REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean),
+REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean, bigint),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
@@ -57,7 +60,7 @@ REVOKE EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) FROM
 
 GRANT USAGE ON SCHEMA hooks TO hooks_publisher, hooks_sender, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
-GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean), hooks.complete(text, jsonb),
+GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean, bigint), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
 GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),

@@ -238,10 +238,13 @@ impl Ctx {
         let built = std::process::Command::new("bash")
             .arg(root.join("scripts/portable.sh"))
             .arg(&dist)
-            .stderr(std::process::Stdio::null())
-            .status()?;
-        if !built.success() {
-            bail!("scripts/portable.sh failed");
+            .output()?;
+        if !built.status.success() {
+            bail!(
+                "scripts/portable.sh failed ({}): {}",
+                built.status,
+                String::from_utf8_lossy(&built.stderr)
+            );
         }
         let url = db_url(&self.admin_url, name);
         let owner_url = match url.split_once("://").and_then(|(s, r)| r.split_once('@').map(|(_, h)| (s, h))) {

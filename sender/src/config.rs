@@ -38,6 +38,14 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 65_536;
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Default `--stats-interval-secs`.
 pub const DEFAULT_STATS_INTERVAL_SECS: u64 = 60;
+/// Default `--webhook-metrics-interval-secs`.
+pub const DEFAULT_WEBHOOK_METRICS_INTERVAL_SECS: u64 = 15;
+/// Default `--max-inflight-bytes`: 64 MiB, what 64 requests of the default 1 MiB payload limit
+/// hold.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+/// Bounds of `--max-inflight-bytes`.
+pub const MIN_INFLIGHT_BYTES: u64 = 64 * 1024;
+pub const MAX_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +119,12 @@ pub struct Config {
     #[arg(long, env = "HOOKS_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
+    /// Request bodies held at most (bytes): claims ask for no more than what is left of it, and
+    /// none while it is used up; a delivery larger than all of it is still claimed, alone
+    /// (README, "Memory").
+    #[arg(long, env = "HOOKS_MAX_INFLIGHT_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BYTES)]
+    pub max_inflight_bytes: u64,
+
     /// Read at most this many bytes of a response body.
     #[arg(long, env = "HOOKS_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
@@ -118,6 +132,11 @@ pub struct Config {
     /// Log a stats line this often (s); 0 turns it off.
     #[arg(long, env = "HOOKS_STATS_INTERVAL_SECS", default_value_t = DEFAULT_STATS_INTERVAL_SECS)]
     pub stats_interval_secs: u64,
+
+    /// Read the per-webhook figures of /metrics (hooks.sender_metrics) this often (s); 0 turns
+    /// them off.
+    #[arg(long, env = "HOOKS_WEBHOOK_METRICS_INTERVAL_SECS", default_value_t = DEFAULT_WEBHOOK_METRICS_INTERVAL_SECS)]
+    pub webhook_metrics_interval_secs: u64,
 
     /// Log format.
     #[arg(long, env = "HOOKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -218,10 +237,22 @@ impl Config {
                 self.shutdown_grace_secs
             ));
         }
+        if !(MIN_INFLIGHT_BYTES..=MAX_INFLIGHT_BYTES).contains(&self.max_inflight_bytes) {
+            problems.push(format!(
+                "--max-inflight-bytes must be between {MIN_INFLIGHT_BYTES} and {MAX_INFLIGHT_BYTES}, got {}",
+                self.max_inflight_bytes
+            ));
+        }
         if self.max_response_bytes > MAX_RESPONSE_BYTES {
             problems.push(format!(
                 "--max-response-bytes must be at most {MAX_RESPONSE_BYTES}, got {}",
                 self.max_response_bytes
+            ));
+        }
+        if self.webhook_metrics_interval_secs > 86_400 {
+            problems.push(format!(
+                "--webhook-metrics-interval-secs must be at most 86400, got {}",
+                self.webhook_metrics_interval_secs
             ));
         }
         if self.stats_interval_secs > 86_400 {
@@ -340,8 +371,13 @@ impl fmt::Debug for Config {
             .field("lease_secs", &self.lease_secs)
             .field("batch_size", &self.batch_size())
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("max_inflight_bytes", &self.max_inflight_bytes)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("stats_interval_secs", &self.stats_interval_secs)
+            .field(
+                "webhook_metrics_interval_secs",
+                &self.webhook_metrics_interval_secs,
+            )
             .field("log_format", &self.log_format)
             .finish()
     }

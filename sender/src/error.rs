@@ -20,6 +20,14 @@ pub enum Error {
     #[error("database connection closed")]
     Closed,
 
+    #[error(
+        "--database-url leads to a transaction pooler (two connections were served by the same \
+         server process, pid {0}): the sender needs sessions of its own for LISTEN and its \
+         advisory locks. Point it at Postgres itself or at a session-mode pool; publishers may \
+         stay behind the transaction pooler (README, \"Connection poolers\")"
+    )]
+    Pooled(i32),
+
     /// A database round trip took longer than the sender is willing to wait.
     #[error("database operation timed out after {} ms", .0.as_millis())]
     DbTimeout(Duration),

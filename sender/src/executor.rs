@@ -52,9 +52,11 @@ impl Executor {
 
     /// Sends `delivery` once and describes what happened. Never fails: every problem is a
     /// failed attempt with an error message.
-    pub async fn execute(&self, delivery: Delivery) -> AttemptResult {
+    pub async fn execute(&self, mut delivery: Delivery) -> AttemptResult {
         let started = Instant::now();
-        let outcome = self.attempt(&delivery).await;
+        // the body moves into the request: held once, not copied (README, "Memory")
+        let body = std::mem::take(&mut delivery.body);
+        let outcome = self.attempt(&delivery, body).await;
         AttemptResult {
             status_code: outcome.status_code,
             error: outcome.error.map(|e| clean(&e, MAX_ERROR_CHARS)),
@@ -65,7 +67,7 @@ impl Executor {
         }
     }
 
-    async fn attempt(&self, d: &Delivery) -> Outcome {
+    async fn attempt(&self, d: &Delivery, body: String) -> Outcome {
         let url = match self.target(&d.url) {
             Ok(url) => url,
             Err(e) => return Outcome::failed(e),
@@ -79,7 +81,7 @@ impl Executor {
             .client
             .post(url)
             .headers(headers)
-            .body(d.body.clone())
+            .body(body)
             .timeout(Duration::from_millis(timeout_ms))
             .send()
             .await;

@@ -18,6 +18,7 @@ pub mod executor;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod pooler;
 pub mod retry_after;
 pub mod shutdown;
 pub mod ssrf;

@@ -24,7 +24,7 @@ use beema_hooks_sender::metrics::Metrics;
 use beema_hooks_sender::store::Store;
 use beema_hooks_sender::tls::PgTls;
 use beema_hooks_sender::worker::{Worker, WorkerSettings};
-use beema_hooks_sender::{shutdown, stats, Config, Error, Result};
+use beema_hooks_sender::{pooler, shutdown, stats, Config, Error, Result};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -98,6 +98,7 @@ async fn run(config: Config) -> Result<()> {
         admin_addr = %config.admin_addr,
         concurrency = config.concurrency,
         batch_size = config.batch_size(),
+        max_inflight_bytes = config.max_inflight_bytes,
         poll_interval_ms = config.poll_interval_ms,
         lease_secs = config.lease_secs,
         allow_private_targets = config.allow_private_targets,
@@ -135,6 +136,39 @@ async fn run(config: Config) -> Result<()> {
             services_stop.clone(),
         ))
     });
+    // Not through a transaction pooler (pooler.rs): checked once the database answers; until then
+    // retried like every connection, /healthz saying why.
+    let mut backoff = Backoff::database();
+    loop {
+        match pooler::check_not_pooled(&pg, &tls).await {
+            Ok(()) => break,
+            Err(e @ Error::Pooled(_)) => {
+                services_stop.cancel();
+                return Err(e);
+            }
+            Err(e) => {
+                metrics.db_errors.inc();
+                health.failed(&e);
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the database yet");
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        services_stop.cancel();
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    let webhook_metrics = (config.webhook_metrics_interval_secs > 0).then(|| {
+        tokio::spawn(stats::webhook_metrics(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_secs(config.webhook_metrics_interval_secs),
+            services_stop.clone(),
+        ))
+    });
     let listener = tokio::spawn(
         Listener::new(pg, tls, wake.clone(), health.clone(), metrics.clone()).run(stop.clone()),
     );
@@ -155,6 +189,7 @@ async fn run(config: Config) -> Result<()> {
     let settings = WorkerSettings {
         concurrency: config.concurrency,
         batch_size: config.batch_size(),
+        max_inflight_bytes: config.max_inflight_bytes,
         lease: config.lease(),
         poll_interval: config.poll_interval(),
         linger: config.linger(),
@@ -181,6 +216,9 @@ async fn run(config: Config) -> Result<()> {
     let _ = admin.await;
     if let Some(stats) = stats {
         let _ = stats.await;
+    }
+    if let Some(w) = webhook_metrics {
+        let _ = w.await;
     }
     let _ = signals.await;
     info!("stopped");

@@ -1,8 +1,8 @@
 //! Prometheus metrics, served on the admin port's `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::error::Result;
@@ -18,8 +18,18 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Wall time of each HTTP attempt.
     pub attempt_duration: Histogram,
+    /// Attempts per webhook by outcome (`success`, `failure`), for alerts per webhook.
+    pub webhook_attempts: IntCounterVec,
+    /// Per webhook, from the database every --webhook-metrics-interval-secs
+    /// (hooks.sender_metrics, README "Alerting"); labels tenant_id, webhook_id, webhook_name.
+    pub webhook_due: IntGaugeVec,
+    pub webhook_overdue_seconds: GaugeVec,
+    pub webhook_breaker_open: IntGaugeVec,
+    pub webhook_held: IntGaugeVec,
     /// HTTP requests running now.
     pub in_flight: IntGauge,
+    /// Bytes of the request bodies those hold (bounded by --max-inflight-bytes).
+    pub in_flight_bytes: IntGauge,
     /// Rows returned per claim (its count is the number of claims).
     pub claim_batch_size: Histogram,
     /// Results the database did not apply because the lease had been lost.
@@ -58,8 +68,48 @@ impl Metrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ],
         ))?;
+        let webhook_attempts = IntCounterVec::new(
+            opts(
+                "webhook_attempts_total",
+                "Delivery attempts per webhook by outcome (success, failure).",
+            ),
+            &["webhook_id", "outcome"],
+        )?;
+        let per_webhook = ["tenant_id", "webhook_id", "webhook_name"];
+        let webhook_due = IntGaugeVec::new(
+            opts(
+                "webhook_due",
+                "Deliveries of the webhook due and not sent (from hooks.sender_metrics).",
+            ),
+            &per_webhook,
+        )?;
+        let webhook_overdue_seconds = GaugeVec::new(
+            opts(
+                "webhook_overdue_seconds",
+                "How long the webhook's oldest due delivery has waited past its due time.",
+            ),
+            &per_webhook,
+        )?;
+        let webhook_breaker_open = IntGaugeVec::new(
+            opts(
+                "webhook_breaker_open",
+                "1 while the webhook's circuit breaker holds its deliveries back.",
+            ),
+            &per_webhook,
+        )?;
+        let webhook_held = IntGaugeVec::new(
+            opts(
+                "webhook_held",
+                "Deliveries a disabled webhook holds until it is enabled again.",
+            ),
+            &per_webhook,
+        )?;
         let in_flight =
             IntGauge::with_opts(opts("in_flight", "HTTP delivery attempts in flight."))?;
+        let in_flight_bytes = IntGauge::with_opts(opts(
+            "in_flight_bytes",
+            "Bytes of request bodies held by attempts in flight (at most --max-inflight-bytes, or one larger delivery alone).",
+        ))?;
         let claim_batch_size = Histogram::with_opts(hopts(
             "claim_batch_size",
             "Rows returned per hooks.claim call.",
@@ -88,7 +138,13 @@ impl Metrics {
 
         registry.register(Box::new(deliveries.clone()))?;
         registry.register(Box::new(attempt_duration.clone()))?;
+        registry.register(Box::new(webhook_attempts.clone()))?;
+        registry.register(Box::new(webhook_due.clone()))?;
+        registry.register(Box::new(webhook_overdue_seconds.clone()))?;
+        registry.register(Box::new(webhook_breaker_open.clone()))?;
+        registry.register(Box::new(webhook_held.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(in_flight_bytes.clone()))?;
         registry.register(Box::new(claim_batch_size.clone()))?;
         registry.register(Box::new(lease_lost.clone()))?;
         registry.register(Box::new(results_dropped.clone()))?;
@@ -103,7 +159,13 @@ impl Metrics {
             registry,
             deliveries,
             attempt_duration,
+            webhook_attempts,
+            webhook_due,
+            webhook_overdue_seconds,
+            webhook_breaker_open,
+            webhook_held,
             in_flight,
+            in_flight_bytes,
             claim_batch_size,
             lease_lost,
             results_dropped,
@@ -145,6 +207,7 @@ mod tests {
             "beema_hooks_sender_deliveries_total{outcome=\"failure\"} 0",
             "beema_hooks_sender_attempt_duration_seconds_bucket",
             "beema_hooks_sender_in_flight 0",
+            "beema_hooks_sender_in_flight_bytes 0",
             "beema_hooks_sender_claim_batch_size_sum 3",
             "beema_hooks_sender_listener_reconnects_total 1",
             "beema_hooks_sender_db_errors_total 0",

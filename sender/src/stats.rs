@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+use std::sync::Arc;
 
 use crate::metrics::Metrics;
+use crate::store::Store;
 
 /// Logs what happened since the last line, every `every`, until `stop`.
 pub async fn run(metrics: Metrics, every: Duration, stop: CancellationToken) {
@@ -52,6 +55,52 @@ impl Snapshot {
             claimed: m.claim_batch_size.get_sample_sum() as u64,
             lease_lost: m.lease_lost.get(),
             db_errors: m.db_errors.get(),
+        }
+    }
+}
+
+/// Reads `hooks.sender_metrics()` every `every` until `stop` and sets the per-webhook gauges
+/// (README, "Alerting"): the series of webhooks that no longer have anything to report go.
+/// Stops, saying so, when the extension is older than 0.3.0.
+pub async fn webhook_metrics(
+    store: Arc<Store>,
+    metrics: Metrics,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.webhook_metrics().await {
+            Ok(Some(rows)) => {
+                metrics.webhook_due.reset();
+                metrics.webhook_overdue_seconds.reset();
+                metrics.webhook_breaker_open.reset();
+                metrics.webhook_held.reset();
+                for r in rows {
+                    let id = r.webhook_id.to_string();
+                    let labels = [r.tenant_id.as_str(), id.as_str(), r.webhook_name.as_str()];
+                    metrics.webhook_due.with_label_values(&labels).set(r.due);
+                    metrics
+                        .webhook_overdue_seconds
+                        .with_label_values(&labels)
+                        .set(r.overdue_seconds);
+                    metrics
+                        .webhook_breaker_open
+                        .with_label_values(&labels)
+                        .set(i64::from(r.breaker_open));
+                    metrics.webhook_held.with_label_values(&labels).set(r.held);
+                }
+            }
+            Ok(None) => {
+                info!("the beema_hooks extension is older than 0.3.0: no per-webhook metrics");
+                return;
+            }
+            Err(e) => warn!(error = %e, "reading hooks.sender_metrics() failed"),
         }
     }
 }

@@ -26,14 +26,30 @@ pub const DB_OP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Conn {
     client: Client,
     claim: Statement,
-    /// Whether `claim` takes `stay_awake` (extension 0.2.0 and later).
-    claim_stays_awake: bool,
+    /// How many of (sender_id, max_rows, lease, stay_awake, max_bytes) `claim` takes: 5 from
+    /// extension 0.3.0, 4 (no byte budget) in 0.2.0, 3 (no stay_awake either) in 0.1.0.
+    claim_params: usize,
     complete: Statement,
     release: Statement,
 }
 
-/// `hooks.claim` of extension 0.2.0 and later.
+/// One row of `hooks.sender_metrics()`.
+#[derive(Clone, Debug)]
+pub struct WebhookMetrics {
+    pub webhook_id: i64,
+    pub tenant_id: String,
+    pub webhook_name: String,
+    pub due: i64,
+    pub overdue_seconds: f64,
+    pub breaker_open: bool,
+    pub held: i64,
+}
+
+/// `hooks.claim` of extension 0.3.0, with a byte budget.
 const CLAIM_SQL: &str =
+    "hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8), $4::boolean, $5::bigint)";
+/// `hooks.claim` of extension 0.2.0.
+const CLAIM_SQL_0_2: &str =
     "hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8), $4::boolean)";
 /// `hooks.claim` of extension 0.1.0, which has no `stay_awake`.
 const CLAIM_SQL_0_1: &str = "hooks.claim($1::text, $2::integer, make_interval(secs => $3::float8))";
@@ -92,25 +108,29 @@ impl Store {
         self.stays_awake.load(Ordering::Relaxed)
     }
 
-    /// `hooks.claim(sender_id, max_rows, lease, stay_awake)`: leases up to `max_rows` due
-    /// deliveries. Rows the sender cannot read are logged and left to their lease.
+    /// `hooks.claim(sender_id, max_rows, lease, stay_awake, max_bytes)`: leases up to `max_rows`
+    /// due deliveries whose bodies add up to at most `max_bytes` (or the first one alone, when it
+    /// is larger). Rows the sender cannot read are logged and left to their lease.
     pub async fn claim(
         &self,
         max_rows: u32,
         lease: Duration,
         stay_awake: bool,
+        max_bytes: u64,
     ) -> Result<Vec<Delivery>> {
         let max_rows = i32::try_from(max_rows).unwrap_or(i32::MAX);
         let lease_secs = lease.as_secs_f64();
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
         let conn = self.connection(Role::Claim).await?;
-        let params: [&(dyn ToSql + Sync); 4] =
-            [&self.sender_id, &max_rows, &lease_secs, &stay_awake];
-        // 0.1.0's claim takes no stay_awake.
-        let params = if conn.claim_stays_awake {
-            &params[..]
-        } else {
-            &params[..3]
-        };
+        let params: [&(dyn ToSql + Sync); 5] = [
+            &self.sender_id,
+            &max_rows,
+            &lease_secs,
+            &stay_awake,
+            &max_bytes,
+        ];
+        // (older extensions take fewer: no byte budget before 0.3.0, no stay_awake in 0.1.0)
+        let params = &params[..conn.claim_params];
         let res = tokio::time::timeout(DB_OP_TIMEOUT, conn.client.query(&conn.claim, params)).await;
         let rows = self.observe(Role::Claim, &conn, res).await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -124,6 +144,43 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// `hooks.sender_metrics()`: the per-webhook figures the sender exports (README,
+    /// "Alerting"), on the results connection. `None` when the extension has no such function
+    /// (older than 0.3.0).
+    pub async fn webhook_metrics(&self) -> Result<Option<Vec<WebhookMetrics>>> {
+        let conn = self.connection(Role::Write).await?;
+        let res = tokio::time::timeout(
+            DB_OP_TIMEOUT,
+            conn.client.query(
+                "select webhook_id, tenant_id, webhook_name, due, overdue_seconds, breaker_open, held
+                   from hooks.sender_metrics()",
+                &[],
+            ),
+        )
+        .await;
+        if let Ok(Err(e)) = &res {
+            if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) {
+                return Ok(None);
+            }
+        }
+        let rows = self.observe(Role::Write, &conn, res).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WebhookMetrics {
+                    webhook_id: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                    webhook_name: r.try_get(2)?,
+                    due: r.try_get(3)?,
+                    overdue_seconds: r.try_get(4)?,
+                    breaker_open: r.try_get(5)?,
+                    held: r.try_get(6)?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, tokio_postgres::Error>>()
+            .map(Some)
+            .map_err(Error::Db)
     }
 
     /// `hooks.complete(sender_id, results)`: returns how many results were applied.
@@ -211,7 +268,7 @@ impl Store {
                 info!(role = ?role, "database connection established");
                 if matches!(role, Role::Claim) {
                     self.stays_awake
-                        .store(c.claim_stays_awake, Ordering::Relaxed);
+                        .store(c.claim_params >= 4, Ordering::Relaxed);
                 }
                 let c = Arc::new(c);
                 *slot = Some(c.clone());
@@ -233,7 +290,7 @@ impl Store {
                     warn!(error = %crate::error::chain(&e), role = ?role, "database connection closed");
                 }
             });
-            let (claim, claim_stays_awake) = prepare_claim(&client, role).await?;
+            let (claim, claim_params) = prepare_claim(&client, role).await?;
             let complete = client
                 .prepare("select hooks.complete($1::text, $2::text::jsonb)::bigint")
                 .await?;
@@ -243,7 +300,7 @@ impl Store {
             Ok::<_, Error>(Conn {
                 client,
                 claim,
-                claim_stays_awake,
+                claim_params,
                 complete,
                 release,
             })
@@ -254,11 +311,11 @@ impl Store {
     }
 }
 
-/// Prepares the claim of the newest form the extension has: 0.3.0's (lease tokens), 0.2.0's
-/// (no token: results are fenced by the attempt number) or 0.1.0's (no token, no stay_awake).
-/// Returns it with whether it takes `stay_awake`. The extension is updated before the senders,
-/// but may not be.
-async fn prepare_claim(client: &Client, role: Role) -> Result<(Statement, bool)> {
+/// Prepares the claim of the newest form the extension has: 0.3.0's (lease tokens, a byte
+/// budget), 0.2.0's (no token: results are fenced by the attempt number; no budget) or 0.1.0's
+/// (no token, no stay_awake). Returns it with how many parameters it takes. The extension is
+/// updated before the senders, but may not be.
+async fn prepare_claim(client: &Client, role: Role) -> Result<(Statement, usize)> {
     let outdated = |what: &str| {
         if matches!(role, Role::Claim) {
             warn!("beema_hooks extension {what}; run ALTER EXTENSION beema_hooks UPDATE");
@@ -268,25 +325,25 @@ async fn prepare_claim(client: &Client, role: Role) -> Result<(Statement, bool)>
         .prepare(&format!("select {CLAIM_COLUMNS} from {CLAIM_SQL}"))
         .await
     {
-        Ok(st) => return Ok((st, true)),
+        Ok(st) => return Ok((st, 5)),
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_COLUMN) => {}
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {}
         Err(e) => return Err(e.into()),
     }
     match client
-        .prepare(&format!("select {CLAIM_COLUMNS_0_2} from {CLAIM_SQL}"))
+        .prepare(&format!("select {CLAIM_COLUMNS_0_2} from {CLAIM_SQL_0_2}"))
         .await
     {
         Ok(st) => {
-            outdated("older than 0.3.0: claims issue no lease tokens, results are fenced by attempt number");
-            Ok((st, true))
+            outdated("older than 0.3.0: claims issue no lease tokens, results are fenced by attempt number, and claims take no byte budget");
+            Ok((st, 4))
         }
         Err(e) if e.code() == Some(&SqlState::UNDEFINED_FUNCTION) => {
             outdated("older than 0.2.0: hooks.claim has no stay_awake, not lingering after rows");
             let st = client
                 .prepare(&format!("select {CLAIM_COLUMNS_0_2} from {CLAIM_SQL_0_1}"))
                 .await?;
-            Ok((st, false))
+            Ok((st, 3))
         }
         Err(e) => Err(e.into()),
     }

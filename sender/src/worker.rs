@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub concurrency: u32,
     /// Rows per claim at most.
     pub batch_size: u32,
+    /// Request body bytes held at most (a single larger delivery is still claimed, alone).
+    pub max_inflight_bytes: u64,
     /// Lease asked for on each claim.
     pub lease: Duration,
     /// Claim at least this often.
@@ -48,7 +50,11 @@ pub struct WorkerSettings {
 /// How one executor task ended.
 enum TaskEnd {
     /// The attempt ran and its result went to the completer.
-    Finished { success: bool, duration: Duration },
+    Finished {
+        webhook_id: i64,
+        success: bool,
+        duration: Duration,
+    },
     /// Stopped before it finished; to be released.
     Unfinished(DeliveryKey),
 }
@@ -62,6 +68,10 @@ pub struct Worker {
     wake: Arc<Notify>,
     results: mpsc::Sender<AttemptResult>,
     slots: Arc<Semaphore>,
+    /// The byte budget: one permit per byte of the request bodies held by running tasks.
+    bytes: Arc<Semaphore>,
+    /// The budget, not the slots, held the last claim back: claim again when a task ends.
+    byte_bound: bool,
     tasks: JoinSet<TaskEnd>,
     running: HashMap<Id, DeliveryKey>,
     unfinished: Vec<DeliveryKey>,
@@ -78,6 +88,10 @@ impl Worker {
         results: mpsc::Sender<AttemptResult>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.concurrency as usize));
+        let budget = usize::try_from(settings.max_inflight_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        let bytes = Arc::new(Semaphore::new(budget));
         Self {
             settings,
             store,
@@ -86,6 +100,8 @@ impl Worker {
             wake,
             results,
             slots,
+            bytes,
+            byte_bound: false,
             tasks: JoinSet::new(),
             running: HashMap::new(),
             unfinished: Vec::new(),
@@ -116,10 +132,16 @@ impl Worker {
             if stop.is_cancelled() {
                 break;
             }
-            self.reap_ready();
+            if self.reap_ready() && std::mem::take(&mut self.byte_bound) {
+                want_claim = true;
+            }
             let free = self.slots.available_permits();
+            if want_claim && free > 0 && self.bytes.available_permits() == 0 {
+                // the byte budget is used up: claim again once a task ends
+                self.byte_bound = true;
+            }
             let backing_off = retry_at.is_some_and(|t| t > Instant::now());
-            if want_claim && free > 0 && !backing_off {
+            if want_claim && free > 0 && self.bytes.available_permits() > 0 && !backing_off {
                 look_at = None;
                 let started = Instant::now();
                 let stay_awake =
@@ -165,6 +187,9 @@ impl Worker {
                 _ = stop.cancelled() => break,
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.reaped(joined);
+                    if std::mem::take(&mut self.byte_bound) {
+                        want_claim = true;
+                    }
                 }
                 _ = self.wake.notified() => {
                     want_claim = true;
@@ -204,20 +229,42 @@ impl Worker {
         let Ok(mut permits) = self.slots.clone().try_acquire_many_owned(want as u32) else {
             return Ok((0, want));
         };
+        let max_bytes = self.bytes.available_permits();
         let rows = self
             .store
-            .claim(want as u32, self.settings.lease, stay_awake)
+            .claim(
+                want as u32,
+                self.settings.lease,
+                stay_awake,
+                max_bytes as u64,
+            )
             .await?;
         self.metrics.claim_batch_size.observe(rows.len() as f64);
-        if !rows.is_empty() {
-            debug!(rows = rows.len(), asked = want, "claimed");
-        }
         let n = rows.len();
+        let total: usize = rows.iter().map(|d| d.body.len()).sum();
+        if !rows.is_empty() {
+            debug!(rows = n, asked = want, bytes = total, max_bytes, "claimed");
+        }
+        // The claim stopped at the budget rather than at the rows asked for (its bodies fill
+        // more than half of what was left): claim again as soon as a task gives bytes back.
+        self.byte_bound = n < want && total.saturating_mul(2) > max_bytes;
         for delivery in rows {
             // `want` permits were taken for at most `want` rows, so the split always succeeds.
             let permit = permits.split(1);
-            self.spawn(delivery, permit, hard_stop.clone());
+            // The bodies fit what was left, except a single delivery larger than all of it,
+            // which takes all that is left while it runs.
+            let share = delivery
+                .body
+                .len()
+                .min(self.bytes.available_permits())
+                .min(u32::MAX as usize) as u32;
+            let bytes = self.bytes.clone().try_acquire_many_owned(share).ok();
+            self.spawn(delivery, permit, bytes, hard_stop.clone());
         }
+        self.metrics.in_flight_bytes.set(
+            (self.settings.max_inflight_bytes as usize)
+                .saturating_sub(self.bytes.available_permits()) as i64,
+        );
         Ok((n, want))
     }
 
@@ -225,6 +272,7 @@ impl Worker {
         &mut self,
         delivery: Delivery,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        bytes: Option<tokio::sync::OwnedSemaphorePermit>,
         hard_stop: CancellationToken,
     ) {
         let key = delivery.key();
@@ -232,6 +280,7 @@ impl Worker {
         let results = self.results.clone();
         let handle = self.tasks.spawn(async move {
             let _slot = permit;
+            let _bytes = bytes;
             let webhook_id = delivery.webhook_id;
             tokio::select! {
                 biased;
@@ -251,7 +300,7 @@ impl Worker {
                         error!(delivery_id = key.delivery_id, attempt = key.attempt_number,
                             "completer stopped; result lost, the delivery is retried when its lease expires");
                     }
-                    TaskEnd::Finished { success, duration }
+                    TaskEnd::Finished { webhook_id, success, duration }
                 }
             }
         });
@@ -259,10 +308,14 @@ impl Worker {
         self.metrics.in_flight.set(self.tasks.len() as i64);
     }
 
-    fn reap_ready(&mut self) {
+    /// Reaps the tasks that have ended; returns whether there were any.
+    fn reap_ready(&mut self) -> bool {
+        let mut any = false;
         while let Some(joined) = self.tasks.try_join_next_with_id() {
             self.reaped(joined);
+            any = true;
         }
+        any
     }
 
     fn reaped(&mut self, joined: Result<(Id, TaskEnd), JoinError>) {
@@ -272,9 +325,20 @@ impl Worker {
         };
         let key = self.running.remove(&id);
         match joined {
-            Ok((_, TaskEnd::Finished { success, duration })) => {
+            Ok((
+                _,
+                TaskEnd::Finished {
+                    webhook_id,
+                    success,
+                    duration,
+                },
+            )) => {
                 let outcome = if success { "success" } else { "failure" };
                 self.metrics.deliveries.with_label_values(&[outcome]).inc();
+                self.metrics
+                    .webhook_attempts
+                    .with_label_values(&[&webhook_id.to_string(), outcome])
+                    .inc();
                 self.metrics
                     .attempt_duration
                     .observe(duration.as_secs_f64());
@@ -300,6 +364,10 @@ impl Worker {
             }
         }
         self.metrics.in_flight.set(self.tasks.len() as i64);
+        self.metrics.in_flight_bytes.set(
+            (self.settings.max_inflight_bytes as usize)
+                .saturating_sub(self.bytes.available_permits()) as i64,
+        );
     }
 
     /// Waits for in-flight tasks up to the grace period, then stops the rest.

@@ -681,7 +681,12 @@ impl LoggedSender {
             .expect("free port")
             .port();
         let admin_addr = format!("127.0.0.1:{port}");
-        let dir = std::env::temp_dir().join("beema-e2e-logs");
+        // (beside the test binaries, in the build directory: no name in /tmp to be planted)
+        let dir = std::env::current_exe()
+            .expect("the test binary's path")
+            .parent()
+            .expect("its directory")
+            .join("beema-e2e-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log_path = dir.join(format!("{sender_id}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -724,6 +729,14 @@ impl LoggedSender {
     /// GET `path` on the admin port: (status code, body).
     pub async fn admin_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         admin_get(&self.admin_addr, path).await
+    }
+
+    /// Waits up to `timeout` for the sender to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()
+            .and_then(|r| r.ok())
     }
 
     /// SIGTERM, then waits up to `timeout` for the exit.
@@ -777,4 +790,98 @@ pub async fn admin_get(addr: &str, path: &str) -> std::io::Result<(u16, String)>
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+// ------------------------------------------------------------------------------------------
+// PgBouncer.
+// ------------------------------------------------------------------------------------------
+
+/// A PgBouncer (Debian's `pgbouncer`) of the test's own in front of the Postgres at `upstream`
+/// (`host`, `port`), in `pool_mode` (`transaction`, `session`), on 127.0.0.1 and a free port,
+/// trusting the roles `users`. Config, log and pid file in a new private directory; run as the
+/// `postgres` OS user when we are root (PgBouncer refuses root); killed when dropped.
+pub struct PgBouncer {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PgBouncer {
+    pub fn start(upstream: (&str, u16), pool_mode: &str, users: &[&str]) -> PgBouncer {
+        let dir = tempfile::Builder::new()
+            .prefix("beema-pgbouncer-")
+            .tempdir()
+            .expect("a private directory");
+        let port = free_port_in(30000..31000);
+        let ini = dir.path().join("pgbouncer.ini");
+        let users_file = dir.path().join("userlist.txt");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+                 listen_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
+                 pool_mode = {pool_mode}\nmax_client_conn = 200\ndefault_pool_size = 5\n\
+                 ignore_startup_parameters = extra_float_digits,options\nlogfile = {}\npidfile = {}\n",
+                upstream.0,
+                upstream.1,
+                users_file.display(),
+                dir.path().join("pgbouncer.log").display(),
+                dir.path().join("pgbouncer.pid").display(),
+            ),
+        )
+        .expect("write pgbouncer.ini");
+        let list: String = users.iter().map(|u| format!("\"{u}\" \"\"\n")).collect();
+        std::fs::write(&users_file, list).expect("write userlist.txt");
+        if is_root() {
+            let (uid, gid) = postgres_ids();
+            for p in [dir.path(), ini.as_path(), users_file.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).expect("chown for pgbouncer");
+            }
+        }
+        let mut cmd = as_pg(Path::new("/usr/sbin/pgbouncer"));
+        cmd.arg(&ini)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = cmd
+            .spawn()
+            .expect("start pgbouncer (apt-get install pgbouncer)");
+        let bouncer = PgBouncer { child, dir, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen on {port}: {}",
+                bouncer.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bouncer
+    }
+
+    /// `postgres://user@127.0.0.1:<port>/db`.
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- pgbouncer log -----\n{}\n----- end -----", self.log());
+        }
+        // (runuser's child: kill the group runuser leads, or pgbouncer itself through its pid)
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pgbouncer.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill(2) on the pgbouncer this harness started (its own pid file).
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

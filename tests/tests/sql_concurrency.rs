@@ -954,7 +954,7 @@ async fn claim_and_complete_columns_are_the_contracts() {
             "SELECT a.name, format_type(a.type, NULL)
                FROM pg_proc p,
                     unnest(p.proargnames, p.proallargtypes::oid[], p.proargmodes::text[]) AS a(name, type, mode)
-              WHERE p.oid = 'hooks.claim(text, integer, interval, boolean)'::regprocedure AND a.mode = 't'
+              WHERE p.oid = 'hooks.claim(text, integer, interval, boolean, bigint)'::regprocedure AND a.mode = 't'
               ORDER BY array_position(p.proargnames, a.name)",
             &[],
         )

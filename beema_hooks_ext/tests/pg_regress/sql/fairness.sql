@@ -68,3 +68,20 @@ SELECT count(*) AS small_claimed_within_the_second FROM hooks.claim('s5', 100);
 SELECT pg_sleep(1.1);
 SELECT count(*) AS small_claimed_after_a_second FROM hooks.claim('s5', 100);
 ROLLBACK;
+
+-- A byte budget besides the row count (hooks.claim's max_bytes, README "Memory"): the claimed
+-- rows' bodies add up to at most max_bytes, in due order; a body larger than the budget is
+-- claimed alone; a negative budget is 22023.
+BEGIN;
+SET LOCAL hooks.max_in_flight_per_webhook = 0;
+SELECT count(*) FROM hooks.create_webhook('acme', 'sized', 'sized/*', 'https://sized.example/');
+SELECT count(hooks.publish(jsonb_build_object('event', 'sized/x', 'data',
+                                              jsonb_build_object('tenantId', 'acme', 'n', g, 'pad', repeat('p', 1000)))))
+  FROM generate_series(1, 6) g;
+SELECT min(octet_length(body)) AS body_bytes FROM hooks.events WHERE event_type = 'sized/x';
+SELECT count(*) AS claimed_within_3000_bytes, sum(octet_length(body)) <= 3000 AS within
+  FROM hooks.claim('s-bytes', 100, max_bytes => 3000);
+SELECT count(*) AS claimed_alone_over_budget FROM hooks.claim('s-bytes', 100, max_bytes => 10);
+SELECT count(*) AS claimed_without_budget FROM hooks.claim('s-bytes', 100);
+SELECT left(sqlstate_of($$SELECT * FROM hooks.claim('s-bytes', 1, max_bytes => -1)$$), 5) AS negative;
+ROLLBACK;

@@ -17,11 +17,13 @@ cd "$BEEMA_ROOT"
 
 "$BEEMA_ROOT/scripts/setup.sh" || { say "setup failed"; exit 1; }
 
-# What only the tests use, from Debian: PgBouncer (tests/tests/poolers.rs) and Prometheus'
-# promtool (the alert rules' tests in deploy/prometheus).
+# What only the tests use, from Debian: PgBouncer (tests/tests/poolers.rs), Prometheus'
+# promtool (the alert rules' tests in deploy/prometheus) and PyNaCl (an ed25519 implementation
+# independent of ours, for delivery.rs's v1a signatures).
 test_packages=()
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || test_packages+=(pgbouncer)
 command -v promtool >/dev/null || test_packages+=(prometheus)
+/usr/bin/python3 -c 'import nacl.signing' 2>/dev/null || test_packages+=(python3-nacl)
 if [ "${#test_packages[@]}" -gt 0 ]; then
   say "apt-get install ${test_packages[*]} (for the tests)"
   SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"

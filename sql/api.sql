@@ -19,6 +19,16 @@ BEGIN
     NEW.event_types := nullif(NEW.event_types, '{}');
     PERFORM hooks._check_patterns(NEW.event_types);
     PERFORM hooks._check_envelope(NEW.envelope);
+    IF NEW.signatures IS NULL OR cardinality(NEW.signatures) = 0
+       OR NOT NEW.signatures <@ ARRAY['v1', 'v1a'] OR array_position(NEW.signatures, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid signatures: % (list v1, v1a or both)', NEW.signatures
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: signatures';
+    END IF;
+    IF 'v1a' = ANY (NEW.signatures) THEN
+        -- (the portable flavor has no ed25519: 0A000)
+        NEW.signing_key := coalesce(NEW.signing_key, hooks.generate_signing_key());
+        PERFORM hooks.public_key(NEW.signing_key);  -- 22023 unless a whsk_ key
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -1194,9 +1204,13 @@ BEGIN
                        'X-Beema-Delivery', o.delivery_uuid::text,
                        'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
-                           CASE WHEN w.previous_secret_expires_at > v_now
-                                THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
+                       'webhook-signature', concat_ws(' ',
+                           CASE WHEN 'v1' = ANY (w.signatures)
+                                THEN hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
+                                         CASE WHEN w.previous_secret_expires_at > v_now
+                                              THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END) END,
+                           CASE WHEN 'v1a' = ANY (w.signatures)
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               -- (a queue row that names another webhook or tenant than its outbox row is never sent)

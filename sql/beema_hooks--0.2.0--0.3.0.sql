@@ -446,9 +446,13 @@ BEGIN
                        'X-Beema-Delivery', o.delivery_uuid::text,
                        'webhook-id', o.delivery_uuid::text,
                        'webhook-timestamp', v_ts::text,
-                       'webhook-signature', hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
-                           CASE WHEN w.previous_secret_expires_at > v_now
-                                THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END)),
+                       'webhook-signature', concat_ws(' ',
+                           CASE WHEN 'v1' = ANY (w.signatures)
+                                THEN hooks.sign_standard(o.delivery_uuid::text, v_ts, b.body,
+                                         CASE WHEN w.previous_secret_expires_at > v_now
+                                              THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END) END,
+                           CASE WHEN 'v1a' = ANY (w.signatures)
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               -- (a queue row that names another webhook or tenant than its outbox row is never sent)
@@ -1756,6 +1760,8 @@ ALTER TABLE hooks.webhooks ADD COLUMN filter_path jsonpath;
 ALTER TABLE hooks.webhooks ADD COLUMN event_types text[];
 ALTER TABLE hooks.webhooks ADD COLUMN envelope text NOT NULL DEFAULT 'beema';
 ALTER TABLE hooks.webhooks ADD COLUMN disabled_holds_queue boolean NOT NULL DEFAULT false;
+ALTER TABLE hooks.webhooks ADD COLUMN signatures text[] NOT NULL DEFAULT ARRAY['v1'];
+ALTER TABLE hooks.webhooks ADD COLUMN signing_key text;
 
 -- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
 -- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
@@ -1847,6 +1853,16 @@ BEGIN
     NEW.event_types := nullif(NEW.event_types, '{}');
     PERFORM hooks._check_patterns(NEW.event_types);
     PERFORM hooks._check_envelope(NEW.envelope);
+    IF NEW.signatures IS NULL OR cardinality(NEW.signatures) = 0
+       OR NOT NEW.signatures <@ ARRAY['v1', 'v1a'] OR array_position(NEW.signatures, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid signatures: % (list v1, v1a or both)', NEW.signatures
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: signatures';
+    END IF;
+    IF 'v1a' = ANY (NEW.signatures) THEN
+        -- (the portable flavor has no ed25519: 0A000)
+        NEW.signing_key := coalesce(NEW.signing_key, hooks.generate_signing_key());
+        PERFORM hooks.public_key(NEW.signing_key);  -- 22023 unless a whsk_ key
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         NEW.updated_at := now();
     END IF;
@@ -1977,12 +1993,16 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path', 'event_types', 'envelope')
+                     'filter', 'filter_path', 'event_types', 'envelope', 'signatures')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope, signatures; use hooks.rotate_secret for the secret.';
+    END IF;
+    IF jsonb_typeof(changes->'signatures') <> 'array' THEN
+        RAISE EXCEPTION 'update_webhook: signatures must be a JSON array: ["v1"], ["v1a"] or ["v1", "v1a"]'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
         RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
@@ -1997,6 +2017,9 @@ BEGIN
            timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
            envelope     = coalesce(changes->>'envelope', x.envelope),
+           signatures   = CASE WHEN changes ? 'signatures'
+                               THEN ARRAY(SELECT jsonb_array_elements_text(changes->'signatures'))
+                               ELSE x.signatures END,
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
                                ELSE x.filter_path END,
@@ -2560,3 +2583,37 @@ $$;
 ALTER FUNCTION hooks.sender_metrics() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 REVOKE EXECUTE ON FUNCTION hooks.sender_metrics() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender, hooks_admin;
+
+-------------------------------------------------------------------------------------------------
+-- Asymmetric signatures (README, "Signatures"): webhooks.signatures (v1, v1a) and signing_key,
+-- and the ed25519 functions of the library.
+-------------------------------------------------------------------------------------------------
+CREATE FUNCTION hooks."generate_signing_key"() RETURNS TEXT /* String */
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'generate_signing_key_wrapper';
+CREATE FUNCTION hooks."public_key"(
+	"signing_key" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'public_key_wrapper';
+CREATE FUNCTION hooks."sign_standard_v1a"(
+	"msg_id" TEXT, /* & str */
+	"timestamp" bigint, /* i64 */
+	"body" TEXT, /* & str */
+	"signing_key" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'sign_standard_v1a_wrapper';
+CREATE FUNCTION hooks."verify_standard_v1a"(
+	"msg_id" TEXT, /* & str */
+	"timestamp" bigint, /* i64 */
+	"body" TEXT, /* & str */
+	"public_key" TEXT, /* & str */
+	"signature" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'verify_standard_v1a_wrapper';

@@ -184,12 +184,16 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path', 'event_types', 'envelope')
+                     'filter', 'filter_path', 'event_types', 'envelope', 'signatures')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope, signatures; use hooks.rotate_secret for the secret.';
+    END IF;
+    IF jsonb_typeof(changes->'signatures') <> 'array' THEN
+        RAISE EXCEPTION 'update_webhook: signatures must be a JSON array: ["v1"], ["v1a"] or ["v1", "v1a"]'
+            USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF jsonb_typeof(changes->'event_types') NOT IN ('array', 'null') THEN
         RAISE EXCEPTION 'update_webhook: event_types must be a JSON array of patterns, or null for none'
@@ -204,6 +208,9 @@ BEGIN
            timeout_ms   = coalesce((changes->>'timeout_ms')::integer, x.timeout_ms),
            enabled      = coalesce((changes->>'enabled')::boolean, x.enabled),
            envelope     = coalesce(changes->>'envelope', x.envelope),
+           signatures   = CASE WHEN changes ? 'signatures'
+                               THEN ARRAY(SELECT jsonb_array_elements_text(changes->'signatures'))
+                               ELSE x.signatures END,
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
                                ELSE x.filter_path END,

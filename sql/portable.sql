@@ -186,6 +186,36 @@ BEGIN
 END
 $$;
 
+-- Twins of generate_signing_key, public_key, sign_standard_v1a and verify_standard_v1a
+-- (signing.rs): pgcrypto has no ed25519, so the portable flavor signs no v1a signatures. Each
+-- raises 0A000 (feature_not_supported), and so does writing a webhook that asks for them.
+CREATE FUNCTION hooks.generate_signing_key() RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RAISE EXCEPTION 'hooks: v1a (ed25519) signatures need the native flavor: pgcrypto has no ed25519'
+        USING ERRCODE = 'feature_not_supported';
+END
+$$;
+CREATE FUNCTION hooks.public_key(signing_key text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    RETURN hooks.generate_signing_key();
+END
+$$;
+CREATE FUNCTION hooks.sign_standard_v1a(msg_id text, "timestamp" bigint, body text, signing_key text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    RETURN hooks.generate_signing_key();
+END
+$$;
+CREATE FUNCTION hooks.verify_standard_v1a(msg_id text, "timestamp" bigint, body text, public_key text, signature text)
+RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+BEGIN
+    RETURN hooks.generate_signing_key() IS NOT NULL;
+END
+$$;
+
 -- Twin of _notify_at_commit (wake.rs): the NOTIFY that wakes the senders, sent when the
 -- transaction commits. Without a library there is no commit callback: it is queued at once, so
 -- a transaction that will be prepared (two-phase commit) sets hooks.wake = 'poll' first

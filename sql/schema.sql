@@ -55,6 +55,12 @@ CREATE TABLE hooks.webhooks (
     -- cancelled: set when the system disables it (410 Gone, failing too long) or an admin's
     -- disable_webhook asks for it; cleared when it is enabled
     disabled_holds_queue boolean NOT NULL DEFAULT false,
+    -- the signatures of its webhook-signature header (README, "Signatures"): v1 (HMAC-SHA256 with
+    -- `secret`), v1a (ed25519 with `signing_key`; native flavor only), or both
+    signatures      text[]      NOT NULL DEFAULT ARRAY['v1'],
+    -- the whsk_ ed25519 key of its v1a signatures, generated when v1a is asked for; receivers
+    -- verify with hooks.public_key(signing_key)
+    signing_key     text,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name),
     -- (the key deliveries and further patterns refer to: the tenant is part of it)
     CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id)

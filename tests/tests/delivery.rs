@@ -738,3 +738,85 @@ async fn readme_receivers_verify_and_refuse_replays() {
     drop(sender);
     db.cleanup().await;
 }
+
+/// Asymmetric `v1a` signatures (ed25519; native flavor only): a webhook asking for `v1` and
+/// `v1a` gets both in `webhook-signature`; the `v1a` one verifies with PyNaCl (Debian's
+/// python3-nacl, not our code) and the public key from `hooks.public_key`, and fails for a
+/// changed body; `v1` still verifies with the secret. On the portable flavor (pgcrypto has no
+/// ed25519) the webhook is refused with 0A000. README, "Asymmetric signatures".
+#[tokio::test]
+async fn v1a_signatures_verify_with_pynacl() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    rx.always("/ed", Reply::ok());
+    let (id, secret) = db
+        .register(&Webhook::new("ed", "acme", "ed/*", &rx.url("/ed")))
+        .await;
+    let asked = db
+        .client()
+        .query_one(
+            "SELECT hooks.public_key(w.signing_key) FROM hooks.update_webhook($1, '{\"signatures\": [\"v1\", \"v1a\"]}') w",
+            &[&id],
+        )
+        .await;
+    if beema_hooks_e2e::Flavor::from_env() == beema_hooks_e2e::Flavor::Portable {
+        let e = asked.expect_err("v1a on the portable flavor");
+        assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e}");
+        db.cleanup().await;
+        return;
+    }
+    let public_key: String = asked.expect("v1a on the native flavor").get(0);
+    assert!(public_key.starts_with("whpk_"), "{public_key}");
+    let sender = Sender::start(db.url(), SenderOptions::default());
+    db.publish(&json!({"event": "ed/signed", "data": {"tenantId": "acme", "n": "ü"}}))
+        .await;
+    wait_until("the signed delivery", Duration::from_secs(20), || async {
+        rx.count() >= 1
+    })
+    .await;
+    let r = &rx.requests()[0];
+    r.verify(&secret)
+        .expect("X-Beema-Signature and v1 verify with the secret");
+    let header = r.header("webhook-signature").unwrap();
+    assert!(
+        header.starts_with("v1,") && header.contains(" v1a,"),
+        "{header}"
+    );
+    let nacl = |body: &[u8]| {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import base64, sys, nacl.signing\n\
+                 pk, msg_id, ts, header = sys.argv[1:5]\n\
+                 body = sys.stdin.buffer.read()\n\
+                 key = nacl.signing.VerifyKey(base64.b64decode(pk[len('whpk_'):]))\n\
+                 signed = msg_id.encode() + b'.' + ts.encode() + b'.' + body\n\
+                 for entry in header.split(' '):\n\
+                 \x20   if entry.startswith('v1a,'):\n\
+                 \x20       try:\n\
+                 \x20           key.verify(signed, base64.b64decode(entry[4:]))\n\
+                 \x20           sys.exit(0)\n\
+                 \x20       except Exception:\n\
+                 \x20           pass\n\
+                 sys.exit(1)\n",
+                &public_key,
+                &r.header("webhook-id").unwrap(),
+                &r.header("webhook-timestamp").unwrap(),
+                &header,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("/usr/bin/python3 with python3-nacl");
+        use std::io::Write;
+        let mut child = out;
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        child.wait().expect("python3").code()
+    };
+    assert_eq!(nacl(&r.body), Some(0), "PyNaCl verifies the v1a signature");
+    let mut changed = r.body.to_vec();
+    changed[3] ^= 1;
+    assert_eq!(nacl(&changed), Some(1), "and refuses it for a changed body");
+    drop(sender);
+    db.cleanup().await;
+}

@@ -5,6 +5,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::Error;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Prefix of secrets whose key is the base64 text after it (Standard Webhooks).
@@ -81,6 +83,69 @@ pub fn format_secret(random: &[u8; 32]) -> String {
     format!("{WHSEC_PREFIX}{}", B64.encode(random))
 }
 
+/// Prefix of an ed25519 signing key of Standard Webhooks' asymmetric scheme (`v1a`).
+pub const WHSK_PREFIX: &str = "whsk_";
+/// Prefix of its public key.
+pub const WHPK_PREFIX: &str = "whpk_";
+
+/// The ed25519 key of a `whsk_` signing key: the base64 of its 32-byte seed, or of seed and
+/// public key (64 bytes, libsodium's form, whose second half must be that seed's public key).
+pub fn signing_key(key: &str) -> Result<ed25519_dalek::SigningKey, Error> {
+    let bad = |why: &str| Error::invalid("signing_key", format!("not a whsk_ ed25519 signing key: {why}"));
+    let b64 = key.strip_prefix(WHSK_PREFIX).ok_or_else(|| bad("it must start with whsk_"))?;
+    let bytes = B64.decode(b64).map_err(|_| bad("its key is not base64"))?;
+    let seed: [u8; 32] = bytes.get(..32).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("its key is not 32 or 64 bytes"))?;
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    match bytes.len() {
+        32 => Ok(sk),
+        64 if bytes[32..] == sk.verifying_key().to_bytes() => Ok(sk),
+        64 => Err(bad("its second half is not the public key of its first")),
+        _ => Err(bad("its key is not 32 or 64 bytes")),
+    }
+}
+
+/// A new signing key: `whsk_` followed by the base64 of a 32-byte random seed.
+pub fn format_signing_key(seed: &[u8; 32]) -> String {
+    format!("{WHSK_PREFIX}{}", B64.encode(seed))
+}
+
+/// The public key of a `whsk_` signing key: `whpk_` followed by the base64 of its 32 bytes; the
+/// receiver verifies `v1a` signatures with it.
+pub fn public_key(key: &str) -> Result<String, Error> {
+    Ok(format!("{WHPK_PREFIX}{}", B64.encode(signing_key(key)?.verifying_key().to_bytes())))
+}
+
+/// The `v1a,<base64 ed25519 signature of "msg_id.timestamp.body">` entry of the
+/// `webhook-signature` header.
+pub fn standard_signature_v1a(msg_id: &str, timestamp: i64, body: &[u8], key: &str) -> Result<String, Error> {
+    use ed25519_dalek::Signer;
+    let sk = signing_key(key)?;
+    let mut msg = Vec::with_capacity(msg_id.len() + 24 + body.len());
+    msg.extend_from_slice(msg_id.as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(timestamp.to_string().as_bytes());
+    msg.push(b'.');
+    msg.extend_from_slice(body);
+    Ok(format!("v1a,{}", B64.encode(sk.sign(&msg).to_bytes())))
+}
+
+/// Check of a `webhook-signature` header: true when any `v1a,` entry verifies (strictly) with
+/// the `whpk_` public key.
+pub fn verify_standard_v1a(msg_id: &str, timestamp: i64, body: &[u8], public_key: &str, header: &str) -> bool {
+    let Some(pk) = public_key
+        .strip_prefix(WHPK_PREFIX)
+        .and_then(|b| B64.decode(b).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+    else {
+        return false;
+    };
+    let msg = [msg_id.as_bytes(), b".", timestamp.to_string().as_bytes(), b".", body].concat();
+    header.split(' ').filter_map(|e| e.strip_prefix("v1a,")).any(|sig| {
+        B64.decode(sig).ok().and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok()).is_some_and(|s| pk.verify_strict(&msg, &s).is_ok())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +172,10 @@ mod tests {
             hex_mac(&[0xaa; 131], b"This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm."),
             "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"
         );
-        assert_eq!(beema_signature(b"what do ya want for nothing?", "Jefe"), "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        assert_eq!(
+            beema_signature(b"what do ya want for nothing?", "Jefe"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]
@@ -147,5 +215,31 @@ mod tests {
         assert_eq!(standard_key(&s), vec![7u8; 32]);
         assert!(secret_is_decodable(&s));
         assert!(!secret_is_decodable("whsec_***"));
+    }
+    #[test]
+    fn v1a_signatures_verify_with_the_public_key_and_nothing_else() {
+        // RFC 8032 test 1: the seed's public key
+        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let key = format_signing_key(&seed.clone().try_into().unwrap());
+        let pk = public_key(&key).unwrap();
+        assert_eq!(
+            B64.decode(pk.strip_prefix("whpk_").unwrap()).unwrap(),
+            hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").unwrap()
+        );
+        let header = standard_signature_v1a("msg_1", 1_700_000_000, b"{\"a\":1}", &key).unwrap();
+        assert!(header.starts_with("v1a,"));
+        assert!(verify_standard_v1a("msg_1", 1_700_000_000, b"{\"a\":1}", &pk, &format!("v1,x {header}")));
+        assert!(!verify_standard_v1a("msg_1", 1_700_000_001, b"{\"a\":1}", &pk, &header));
+        assert!(!verify_standard_v1a("msg_1", 1_700_000_000, b"{\"a\":2}", &pk, &header));
+        let other = public_key(&format_signing_key(&[7; 32])).unwrap();
+        assert!(!verify_standard_v1a("msg_1", 1_700_000_000, b"{\"a\":1}", &other, &header));
+        // the 64-byte (libsodium) form of the same key signs the same
+        let mut long = seed.clone();
+        long.extend(B64.decode(pk.strip_prefix("whpk_").unwrap()).unwrap());
+        let long_key = format!("whsk_{}", B64.encode(&long));
+        assert_eq!(standard_signature_v1a("m", 1, b"x", &long_key).unwrap(), standard_signature_v1a("m", 1, b"x", &key).unwrap());
+        for bad in ["whsec_abc", "whsk_!!", "whsk_AAAA", &format!("whsk_{}", B64.encode([1u8; 64]))] {
+            assert!(signing_key(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1877,7 +1877,8 @@ $$;
 DROP TRIGGER webhooks_before_write ON hooks.webhooks;
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
-                               retry_config, timeout_ms, filter, filter_path, event_types, envelope
+                               retry_config, timeout_ms, filter, filter_path, event_types, envelope,
+                               signatures, signing_key
                             ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 

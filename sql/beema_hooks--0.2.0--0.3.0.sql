@@ -2561,29 +2561,25 @@ GRANT EXECUTE ON FUNCTION hooks.disable_webhook(bigint, text, boolean) TO hooks_
 -------------------------------------------------------------------------------------------------
 -- Alerting (README, "Alerting"): the per-webhook figures the senders export at /metrics.
 -------------------------------------------------------------------------------------------------
--- Per-webhook figures the senders export at /metrics for alerting (README, "Alerting"): each
--- webhook with live deliveries or an open breaker, how many deliveries are due and not sent, how
--- long (seconds) the oldest has waited past its due time, whether its breaker is open, and how
--- many deliveries a disabling holds. No URL, no secret: the senders, which read no table, may
--- call it. Reads hooks.queue's live rows and their webhooks.
+-- Per-webhook figures the senders export at /metrics for alerting (README, "Alerting"), from
+-- hooks.webhook_backlog: each webhook with live deliveries, how many are due and not sent, how
+-- long (seconds) the oldest has waited past its due time, whether its breaker holds them back,
+-- and how many a disabling holds. No URL, no secret: the senders, which read no table, may call
+-- it (as the extension's owner).
 CREATE FUNCTION hooks.sender_metrics()
 RETURNS TABLE (webhook_id bigint, tenant_id text, webhook_name text, due bigint,
                overdue_seconds double precision, breaker_open boolean, held bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT w.webhook_id, w.tenant_id, w.webhook_name,
-           count(q.delivery_id) FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now()),
-           coalesce(extract(epoch FROM max(now() - q.next_attempt_at)
-                                       FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now())), 0)::float8,
-           coalesce(w.enabled AND w.paused_until > now(), false),
-           count(q.delivery_id) FILTER (WHERE NOT w.enabled AND q.status <> 'in_flight')
-      FROM hooks.webhooks w
-      LEFT JOIN hooks.queue q ON q.webhook_id = w.webhook_id
-     WHERE q.delivery_id IS NOT NULL OR w.paused_until > now()
-     GROUP BY w.webhook_id
+    SELECT b.webhook_id, b.tenant_id, b.webhook_name, b.due,
+           coalesce(extract(epoch FROM b.overdue_for), 0)::float8,
+           b.state = 'paused',
+           CASE WHEN b.state = 'disabled' THEN b.live - b.in_flight ELSE 0 END
+      FROM hooks.webhook_backlog b
 $$;
 ALTER FUNCTION hooks.sender_metrics() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 REVOKE EXECUTE ON FUNCTION hooks.sender_metrics() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender, hooks_admin;
+-- (only the senders: it reads every tenant; admins have hooks.webhook_backlog, under row-level security)
+GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender;
 
 -------------------------------------------------------------------------------------------------
 -- Asymmetric signatures (README, "Signatures"): webhooks.signatures (v1, v1a) and signing_key,

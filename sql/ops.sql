@@ -68,27 +68,6 @@ SELECT w.webhook_id,
        WHERE at.webhook_id = w.webhook_id AND at.created_at > now() - interval '24 hours'
   ) a ON true;
 
--- Per-webhook figures the senders export at /metrics for alerting (README, "Alerting"): each
--- webhook with live deliveries or an open breaker, how many deliveries are due and not sent, how
--- long (seconds) the oldest has waited past its due time, whether its breaker is open, and how
--- many deliveries a disabling holds. No URL, no secret: the senders, which read no table, may
--- call it. Reads hooks.queue's live rows and their webhooks.
-CREATE FUNCTION hooks.sender_metrics()
-RETURNS TABLE (webhook_id bigint, tenant_id text, webhook_name text, due bigint,
-               overdue_seconds double precision, breaker_open boolean, held bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT w.webhook_id, w.tenant_id, w.webhook_name,
-           count(q.delivery_id) FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now()),
-           coalesce(extract(epoch FROM max(now() - q.next_attempt_at)
-                                       FILTER (WHERE q.status <> 'in_flight' AND q.next_attempt_at <= now())), 0)::float8,
-           coalesce(w.enabled AND w.paused_until > now(), false),
-           count(q.delivery_id) FILTER (WHERE NOT w.enabled AND q.status <> 'in_flight')
-      FROM hooks.webhooks w
-      LEFT JOIN hooks.queue q ON q.webhook_id = w.webhook_id
-     WHERE q.delivery_id IS NOT NULL OR w.paused_until > now()
-     GROUP BY w.webhook_id
-$$;
-
 -- The backlog per webhook, for alerting from SQL (README, "Views and metrics for DBAs"): each
 -- webhook with live deliveries, how many are due and not sent, how long the oldest has waited
 -- past its due time, how many are in flight or waiting for a retry, and its breaker state.
@@ -110,6 +89,22 @@ SELECT w.webhook_id,
   FROM hooks.queue q
   JOIN hooks.webhooks w ON w.webhook_id = q.webhook_id
  GROUP BY w.webhook_id;
+
+-- Per-webhook figures the senders export at /metrics for alerting (README, "Alerting"), from
+-- hooks.webhook_backlog: each webhook with live deliveries, how many are due and not sent, how
+-- long (seconds) the oldest has waited past its due time, whether its breaker holds them back,
+-- and how many a disabling holds. No URL, no secret: the senders, which read no table, may call
+-- it (as the extension's owner).
+CREATE FUNCTION hooks.sender_metrics()
+RETURNS TABLE (webhook_id bigint, tenant_id text, webhook_name text, due bigint,
+               overdue_seconds double precision, breaker_open boolean, held bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT b.webhook_id, b.tenant_id, b.webhook_name, b.due,
+           coalesce(extract(epoch FROM b.overdue_for), 0)::float8,
+           b.state = 'paused',
+           CASE WHEN b.state = 'disabled' THEN b.live - b.in_flight ELSE 0 END
+      FROM hooks.webhook_backlog b
+$$;
 
 -- The queue at a glance, for monitoring with nothing but SQL. Reads only hooks.queue (the live
 -- deliveries), so it stays cheap whatever the size of the history.

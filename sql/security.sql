@@ -46,7 +46,8 @@ ALTER FUNCTION hooks.complete(text, jsonb) SECURITY DEFINER SET search_path = pg
 ALTER FUNCTION hooks.release(text, jsonb) SECURITY DEFINER SET search_path = pg_catalog, hooks;
 ALTER FUNCTION hooks.sender_metrics() SECURITY DEFINER SET search_path = pg_catalog, hooks;
 REVOKE EXECUTE ON FUNCTION hooks.sender_metrics() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender, hooks_admin;
+-- (only the senders: it reads every tenant; admins have hooks.webhook_backlog, under row-level security)
+GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender;
 
 REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean, bigint),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;

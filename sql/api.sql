@@ -1211,7 +1211,9 @@ BEGIN
                                          CASE WHEN w.previous_secret_expires_at > v_now
                                               THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END) END,
                            CASE WHEN 'v1a' = ANY (w.signatures)
-                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END)),
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END,
+                           CASE WHEN 'v1a' = ANY (w.signatures) AND w.previous_signing_key_expires_at > v_now
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.previous_signing_key) END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               -- (a queue row that names another webhook or tenant than its outbox row is never sent)
@@ -1477,6 +1479,10 @@ BEGIN
                                       ELSE w.previous_secret END,
                previous_secret_expires_at = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
                                                  ELSE w.previous_secret_expires_at END,
+               previous_signing_key = CASE WHEN w.previous_signing_key_expires_at <= now() THEN NULL
+                                           ELSE w.previous_signing_key END,
+               previous_signing_key_expires_at = CASE WHEN w.previous_signing_key_expires_at <= now() THEN NULL
+                                                      ELSE w.previous_signing_key_expires_at END,
                disabled_reason = CASE
                    WHEN NOT w.enabled THEN w.disabled_reason
                    WHEN s.gone THEN '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -1491,7 +1497,7 @@ BEGIN
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
                 OR w.last_success_at < now() - interval '1 second'
-                OR w.previous_secret_expires_at <= now())
+                OR w.previous_secret_expires_at <= now() OR w.previous_signing_key_expires_at <= now())
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found

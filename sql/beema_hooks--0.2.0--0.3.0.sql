@@ -452,7 +452,9 @@ BEGIN
                                          CASE WHEN w.previous_secret_expires_at > v_now
                                               THEN ARRAY[w.secret, w.previous_secret] ELSE ARRAY[w.secret] END) END,
                            CASE WHEN 'v1a' = ANY (w.signatures)
-                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END)),
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.signing_key) END,
+                           CASE WHEN 'v1a' = ANY (w.signatures) AND w.previous_signing_key_expires_at > v_now
+                                THEN hooks.sign_standard_v1a(o.delivery_uuid::text, v_ts, b.body, w.previous_signing_key) END)),
                    b.body, w.timeout_ms, q.next_attempt_at, q.lease_token
               FROM hooks.queue q
               -- (a queue row that names another webhook or tenant than its outbox row is never sent)
@@ -718,6 +720,10 @@ BEGIN
                                       ELSE w.previous_secret END,
                previous_secret_expires_at = CASE WHEN w.previous_secret_expires_at <= now() THEN NULL
                                                  ELSE w.previous_secret_expires_at END,
+               previous_signing_key = CASE WHEN w.previous_signing_key_expires_at <= now() THEN NULL
+                                           ELSE w.previous_signing_key END,
+               previous_signing_key_expires_at = CASE WHEN w.previous_signing_key_expires_at <= now() THEN NULL
+                                                      ELSE w.previous_signing_key_expires_at END,
                disabled_reason = CASE
                    WHEN NOT w.enabled THEN w.disabled_reason
                    WHEN s.gone THEN '410 Gone at ' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
@@ -732,7 +738,7 @@ BEGIN
            AND (s.failures > 0 OR w.consecutive_failures > 0 OR w.failing_since IS NOT NULL
                 OR w.paused_until IS NOT NULL OR w.last_success_at IS NULL
                 OR w.last_success_at < now() - interval '1 second'
-                OR w.previous_secret_expires_at <= now())
+                OR w.previous_secret_expires_at <= now() OR w.previous_signing_key_expires_at <= now())
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
@@ -1653,6 +1659,9 @@ BEGIN
     UPDATE hooks.webhooks w
        SET previous_secret = NULL, previous_secret_expires_at = NULL
      WHERE w.previous_secret_expires_at <= now();
+    UPDATE hooks.webhooks w
+       SET previous_signing_key = NULL, previous_signing_key_expires_at = NULL
+     WHERE w.previous_signing_key_expires_at <= now();
     DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
     SELECT array_agg(q.delivery_id),
            array_agg(format('webhook disabled (%s) and not enabled again before the retention window ended',
@@ -1762,6 +1771,8 @@ ALTER TABLE hooks.webhooks ADD COLUMN envelope text NOT NULL DEFAULT 'beema';
 ALTER TABLE hooks.webhooks ADD COLUMN disabled_holds_queue boolean NOT NULL DEFAULT false;
 ALTER TABLE hooks.webhooks ADD COLUMN signatures text[] NOT NULL DEFAULT ARRAY['v1'];
 ALTER TABLE hooks.webhooks ADD COLUMN signing_key text;
+ALTER TABLE hooks.webhooks ADD COLUMN previous_signing_key text;
+ALTER TABLE hooks.webhooks ADD COLUMN previous_signing_key_expires_at timestamptz;
 
 -- A webhook's further patterns (its event_types), one row each, kept by the webhooks' triggers
 -- (api.sql) and looked up by hooks.match through the same two kinds of index as event_type.
@@ -2614,3 +2625,33 @@ CREATE FUNCTION hooks."verify_standard_v1a"(
 IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'verify_standard_v1a_wrapper';
+-- Rotates a webhook's v1a signing key (README, "Asymmetric signatures"): the new key (generated
+-- when NULL) signs at once, and for `grace` (0..30 days) the previous one signs too, so
+-- webhook-signature carries both v1a signatures and receivers verifying with either public key
+-- accept. Returns the new public key. Errors: P0002 (no such webhook), 22023 (grace out of
+-- range, a webhook without v1a, not a whsk_ key), 0A000 (portable flavor: no ed25519).
+CREATE FUNCTION hooks.rotate_signing_key(webhook_id bigint, new_signing_key text DEFAULT NULL,
+                                         grace interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    IF grace IS NULL OR grace < interval '0' OR grace > interval '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 and 30 days' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT 'v1a' = ANY (w.signatures) THEN
+        RAISE EXCEPTION 'webhook % signs no v1a signatures: set its signatures first', w.webhook_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'hooks.update_webhook(id, ''{"signatures": ["v1", "v1a"]}'')';
+    END IF;
+    UPDATE hooks.webhooks x
+       SET signing_key = coalesce(new_signing_key, hooks.generate_signing_key()),
+           previous_signing_key = w.signing_key,
+           previous_signing_key_expires_at = now() + grace
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN hooks.public_key(w.signing_key);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION hooks.rotate_signing_key(bigint, text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hooks.rotate_signing_key(bigint, text, interval) TO hooks_admin;

@@ -284,6 +284,35 @@ BEGIN
 END
 $$;
 
+-- Rotates a webhook's v1a signing key (README, "Asymmetric signatures"): the new key (generated
+-- when NULL) signs at once, and for `grace` (0..30 days) the previous one signs too, so
+-- webhook-signature carries both v1a signatures and receivers verifying with either public key
+-- accept. Returns the new public key. Errors: P0002 (no such webhook), 22023 (grace out of
+-- range, a webhook without v1a, not a whsk_ key), 0A000 (portable flavor: no ed25519).
+CREATE FUNCTION hooks.rotate_signing_key(webhook_id bigint, new_signing_key text DEFAULT NULL,
+                                         grace interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    w hooks.webhooks := hooks._webhook(webhook_id);
+BEGIN
+    IF grace IS NULL OR grace < interval '0' OR grace > interval '30 days' THEN
+        RAISE EXCEPTION 'grace must be between 0 and 30 days' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT 'v1a' = ANY (w.signatures) THEN
+        RAISE EXCEPTION 'webhook % signs no v1a signatures: set its signatures first', w.webhook_id
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'hooks.update_webhook(id, ''{"signatures": ["v1", "v1a"]}'')';
+    END IF;
+    UPDATE hooks.webhooks x
+       SET signing_key = coalesce(new_signing_key, hooks.generate_signing_key()),
+           previous_signing_key = w.signing_key,
+           previous_signing_key_expires_at = now() + grace
+     WHERE x.webhook_id = w.webhook_id
+    RETURNING * INTO w;
+    RETURN hooks.public_key(w.signing_key);
+END
+$$;
+
 -- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
 -- (receivers dedup on it), and wakes the senders on commit. 55000 while it is in flight or its
 -- webhook is disabled.
@@ -707,6 +736,9 @@ BEGIN
     UPDATE hooks.webhooks w
        SET previous_secret = NULL, previous_secret_expires_at = NULL
      WHERE w.previous_secret_expires_at <= now();
+    UPDATE hooks.webhooks w
+       SET previous_signing_key = NULL, previous_signing_key_expires_at = NULL
+     WHERE w.previous_signing_key_expires_at <= now();
     DELETE FROM hooks.senders s WHERE s.seen_at < v_cutoff;
     SELECT array_agg(q.delivery_id),
            array_agg(format('webhook disabled (%s) and not enabled again before the retention window ended',

@@ -61,6 +61,9 @@ CREATE TABLE hooks.webhooks (
     -- the whsk_ ed25519 key of its v1a signatures, generated when v1a is asked for; receivers
     -- verify with hooks.public_key(signing_key)
     signing_key     text,
+    -- key rotation (hooks.rotate_signing_key): the previous key also signs until this time
+    previous_signing_key            text,
+    previous_signing_key_expires_at timestamptz,
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name),
     -- (the key deliveries and further patterns refer to: the tenant is part of it)
     CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id)

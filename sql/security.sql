@@ -54,6 +54,7 @@ REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, inte
 REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
+    hooks.rotate_signing_key(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     FROM PUBLIC;
@@ -66,6 +67,7 @@ GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean, bigint),
 GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
+    hooks.rotate_signing_key(bigint, text, interval),
     hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     TO hooks_admin;

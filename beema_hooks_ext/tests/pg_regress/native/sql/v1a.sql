@@ -27,4 +27,29 @@ SELECT (c.headers->>'webhook-signature') ~ '^v1,[^ ]+ v1a,[^ ]+$' AS both_entrie
 SELECT left(sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ed'), '{"signatures": ["v2"]}')$$), 5) AS unknown_scheme,
        left(sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ed'), '{"signatures": []}')$$), 5) AS none,
        left(sqlstate_of($$UPDATE hooks.webhooks SET signing_key = 'whsk_x' WHERE webhook_name = 'ed'$$), 5) AS bad_key;
+-- rotation: the new key signs at once, the previous one too during the grace period, so a
+-- receiver with either public key accepts; afterwards only the new one
+SELECT hooks.public_key(signing_key) AS old_public_key FROM hooks.webhooks WHERE webhook_name = 'ed' \gset
+SELECT hooks.rotate_signing_key(webhook_id, grace => '1 hour') <> :'old_public_key' AS new_public_key
+  FROM hooks.webhooks WHERE webhook_name = 'ed';
+SELECT hooks.public_key(signing_key) AS new_public_key FROM hooks.webhooks WHERE webhook_name = 'ed' \gset
+SELECT hooks.publish('{"event": "ed/y", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+SELECT (c.headers->>'webhook-signature') ~ '^v1,[^ ]+ v1a,[^ ]+ v1a,[^ ]+$' AS two_v1a,
+       hooks.verify_standard_v1a(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                                 :'old_public_key', c.headers->>'webhook-signature') AS old_verifies,
+       hooks.verify_standard_v1a(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                                 :'new_public_key', c.headers->>'webhook-signature') AS new_verifies
+  FROM hooks.claim('s-ed', 1) c;
+-- an hour later (moved back instead of waited for): the old key no longer signs, and purge forgets it
+UPDATE hooks.webhooks SET previous_signing_key_expires_at = now() - interval '1 second' WHERE webhook_name = 'ed';
+SELECT hooks.publish('{"event": "ed/z", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+SELECT hooks.verify_standard_v1a(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                                 :'old_public_key', c.headers->>'webhook-signature') AS old_after_grace,
+       hooks.verify_standard_v1a(c.headers->>'webhook-id', (c.headers->>'webhook-timestamp')::bigint, c.body,
+                                 :'new_public_key', c.headers->>'webhook-signature') AS new_after_grace
+  FROM hooks.claim('s-ed', 1) c;
+CALL hooks.purge('30 days', commit_each_batch => false);
+SELECT previous_signing_key IS NULL AS forgotten FROM hooks.webhooks WHERE webhook_name = 'ed';
+SELECT left(sqlstate_of($$SELECT hooks.rotate_signing_key((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ed'), grace => '31 days')$$), 5) AS long_grace,
+       left(sqlstate_of($$SELECT hooks.rotate_signing_key(-1)$$), 5) AS no_webhook;
 ROLLBACK;

@@ -8,5 +8,6 @@ SELECT left(sqlstate_of($$SELECT hooks.generate_signing_key()$$), 5) AS generate
 BEGIN;
 SELECT count(*) FROM hooks.create_webhook('acme', 'ed', 'ed/*', 'https://ed.example/', 'secret-ed-1');
 SELECT left(sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ed'), '{"signatures": ["v1", "v1a"]}')$$), 5) AS webhook_with_v1a,
-       (SELECT signatures FROM hooks.webhooks WHERE webhook_name = 'ed') AS still;
+       (SELECT signatures FROM hooks.webhooks WHERE webhook_name = 'ed') AS still,
+       left(sqlstate_of($$SELECT hooks.rotate_signing_key((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ed'))$$), 5) AS rotate;
 ROLLBACK;

@@ -70,6 +70,8 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     /// The byte budget: one permit per byte of the request bodies held by running tasks.
     bytes: Arc<Semaphore>,
+    /// Its size in permits.
+    budget: usize,
     /// The budget, not the slots, held the last claim back: claim again when a task ends.
     byte_bound: bool,
     tasks: JoinSet<TaskEnd>,
@@ -101,6 +103,7 @@ impl Worker {
             results,
             slots,
             bytes,
+            budget,
             byte_bound: false,
             tasks: JoinSet::new(),
             running: HashMap::new(),
@@ -261,10 +264,7 @@ impl Worker {
             let bytes = self.bytes.clone().try_acquire_many_owned(share).ok();
             self.spawn(delivery, permit, bytes, hard_stop.clone());
         }
-        self.metrics.in_flight_bytes.set(
-            (self.settings.max_inflight_bytes as usize)
-                .saturating_sub(self.bytes.available_permits()) as i64,
-        );
+        self.show_bytes_held();
         Ok((n, want))
     }
 
@@ -306,6 +306,12 @@ impl Worker {
         });
         self.running.insert(handle.id(), key);
         self.metrics.in_flight.set(self.tasks.len() as i64);
+    }
+
+    /// Sets the gauge of the request body bytes running tasks hold.
+    fn show_bytes_held(&self) {
+        let held = self.budget.saturating_sub(self.bytes.available_permits());
+        self.metrics.in_flight_bytes.set(held as i64);
     }
 
     /// Reaps the tasks that have ended; returns whether there were any.
@@ -364,10 +370,7 @@ impl Worker {
             }
         }
         self.metrics.in_flight.set(self.tasks.len() as i64);
-        self.metrics.in_flight_bytes.set(
-            (self.settings.max_inflight_bytes as usize)
-                .saturating_sub(self.bytes.available_permits()) as i64,
-        );
+        self.show_bytes_held();
     }
 
     /// Waits for in-flight tasks up to the grace period, then stops the rest.

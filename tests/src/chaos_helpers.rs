@@ -362,8 +362,8 @@ fn free_port_in(range: std::ops::Range<u16>) -> u16 {
 }
 
 /// A Postgres cluster of the test's own: initdb'd into a new private directory
-/// (`/tmp/beema-chaos-XXXXXX`, made by mktemp's rules: a random name, created only if new, mode
-/// 0700), trust auth, listening on 127.0.0.1 and a socket in that directory only. Stopped
+/// (`/tmp/beema-chaos-` and a random suffix, made as mktemp makes them: created only if new,
+/// mode 0700), trust auth, listening on 127.0.0.1 and a socket in that directory only. Stopped
 /// (immediate) and removed when dropped, also when the test fails. Each cluster is noted in this
 /// user's registry of clusters ([`cluster_registry`]); the next [`Cluster::start`] stops and
 /// removes those of test processes that are gone, and no other directory.

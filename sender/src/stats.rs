@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::metrics::Metrics;
@@ -70,6 +71,9 @@ pub async fn webhook_metrics(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // the label sets exported by the last read: those not read again are removed afterwards
+    // (not all reset first, which a scrape in between would see as every series gone)
+    let mut shown: HashSet<[String; 3]> = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -77,13 +81,11 @@ pub async fn webhook_metrics(
         }
         match store.webhook_metrics().await {
             Ok(Some(rows)) => {
-                metrics.webhook_due.reset();
-                metrics.webhook_overdue_seconds.reset();
-                metrics.webhook_breaker_open.reset();
-                metrics.webhook_held.reset();
+                let mut now_shown = HashSet::with_capacity(rows.len());
                 for r in rows {
                     let id = r.webhook_id.to_string();
                     let labels = [r.tenant_id.as_str(), id.as_str(), r.webhook_name.as_str()];
+                    now_shown.insert(labels.map(str::to_owned));
                     metrics.webhook_due.with_label_values(&labels).set(r.due);
                     metrics
                         .webhook_overdue_seconds
@@ -95,6 +97,14 @@ pub async fn webhook_metrics(
                         .set(i64::from(r.breaker_open));
                     metrics.webhook_held.with_label_values(&labels).set(r.held);
                 }
+                for gone in shown.difference(&now_shown) {
+                    let labels = [gone[0].as_str(), gone[1].as_str(), gone[2].as_str()];
+                    let _ = metrics.webhook_due.remove_label_values(&labels);
+                    let _ = metrics.webhook_overdue_seconds.remove_label_values(&labels);
+                    let _ = metrics.webhook_breaker_open.remove_label_values(&labels);
+                    let _ = metrics.webhook_held.remove_label_values(&labels);
+                }
+                shown = now_shown;
             }
             Ok(None) => {
                 info!("the beema_hooks extension is older than 0.3.0: no per-webhook metrics");

@@ -25,7 +25,7 @@ for a in "$@"; do
 done
 
 dir="$BEEMA_ROOT/beema_hooks_ext/tests/pg_regress"
-tests=(setup sign match publish filters envelopes watch errors plans manage storage retry breaker fairness retention security)
+tests=(setup sign match publish filters envelopes watch errors plans manage storage retry breaker fairness retention security ordering)
 psql_admin() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$BEEMA_PGPORT" -U postgres "$@"; }
 
 # A fresh database of one flavor, named on stdout.

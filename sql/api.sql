@@ -19,6 +19,7 @@ BEGIN
     NEW.event_types := nullif(NEW.event_types, '{}');
     PERFORM hooks._check_patterns(NEW.event_types);
     PERFORM hooks._check_envelope(NEW.envelope);
+    PERFORM hooks._check_ordering(NEW.ordering_key, NEW.ordering_on_failure);
     IF NEW.signatures IS NULL OR cardinality(NEW.signatures) = 0
        OR NOT NEW.signatures <@ ARRAY['v1', 'v1a'] OR array_position(NEW.signatures, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'hooks.webhooks: invalid signatures: % (list v1, v1a or both)', NEW.signatures
@@ -74,10 +75,30 @@ BEGIN
 END
 $$;
 
+-- A webhook's ordering (README, "Ordered delivery per key"), checked on write (22023):
+-- `ordering_key` a dotted path of 1 to 10 names into the event (such as 'data.policyNumber'),
+-- at most 200 characters; `ordering_on_failure` 'skip' or 'block'.
+CREATE FUNCTION hooks._check_ordering(ordering_key text, ordering_on_failure text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF ordering_key IS NOT NULL
+       AND (length(ordering_key) > 200 OR ordering_key !~ '^[^.\s]+(\.[^.\s]+){0,9}$') THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid ordering_key: % (a dotted path into the event of 1 to 10 names, at most 200 characters)',
+                        ordering_key
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: ordering_key',
+                  HINT = 'For example data.policyNumber; NULL for no ordering.';
+    END IF;
+    IF ordering_on_failure IS NULL OR ordering_on_failure NOT IN ('skip', 'block') THEN
+        RAISE EXCEPTION 'hooks.webhooks: invalid ordering_on_failure: % (skip or block)', ordering_on_failure
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'field: ordering_on_failure';
+    END IF;
+END
+$$;
+
 CREATE TRIGGER webhooks_before_write
     BEFORE INSERT OR UPDATE OF tenant_id, webhook_name, event_type, url, secret, enabled, headers,
                                retry_config, timeout_ms, filter, filter_path, event_types, envelope,
-                               signatures, signing_key
+                               signatures, signing_key, ordering_key, ordering_on_failure
                             ON hooks.webhooks
     FOR EACH ROW EXECUTE FUNCTION hooks._webhook_before_write();
 
@@ -133,13 +154,15 @@ CREATE TRIGGER webhooks_after_disable
     EXECUTE FUNCTION hooks._webhook_after_disable();
 
 -- A webhook enabled again: the deliveries its disabling held (out of the due range, see
--- hooks.claim) are due now, and the senders are woken on commit.
+-- hooks.claim) are due now, and the senders are woken on commit (those waiting behind their
+-- ordering key keep waiting).
 CREATE FUNCTION hooks._webhook_after_enable() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE hooks.queue q
        SET next_attempt_at = now(), updated_at = now()
-     WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity';
+     WHERE q.webhook_id = NEW.webhook_id AND q.status <> 'in_flight' AND q.next_attempt_at = 'infinity'
+       AND NOT q.behind;
     IF FOUND THEN
         PERFORM hooks._notify_at_commit();
     END IF;
@@ -170,6 +193,11 @@ CREATE TRIGGER webhooks_after_enable
 --
 -- Live rows (pending, retrying, in_flight) are in hooks.queue, final ones in hooks.outcomes:
 -- hooks._finish and hooks._requeue are the only moves between the two.
+--
+-- Ordered delivery (a webhook's ordering_key): a pending delivery may wait `behind` the head
+-- of its key (never due) until hooks._order_settle lets it go, which hooks._finish calls when
+-- a head ends (and hooks.skip_delivery, hooks.claim for keys a publisher held, the deletion of
+-- a head). hooks.order_keys holds each key's head; hooks._enqueue and hooks._requeue set it.
 -------------------------------------------------------------------------------------------------
 
 -- The outcome rule: the status a delivery takes after an attempt's result, decided here only.
@@ -195,35 +223,105 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(($1->>'maxAttempts')::int, 3)
 $$;
 
+-- The ordering key of a delivery (README, "Ordered delivery per key"): the value at the dotted
+-- `path` of its event body, as text (an object or array as its JSON text); NULL when the event
+-- has none there (the delivery is then not ordered). A value longer than 200 bytes is keyed by
+-- its md5, so a key always fits the index.
+CREATE FUNCTION hooks._order_key(body jsonb, path text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN octet_length(v) > 200 THEN 'md5:' || md5(v) ELSE v END
+      FROM (SELECT $1 #>> string_to_array($2, '.') AS v) AS k
+$$;
+
 -- Queues new deliveries, the i-th of event event_ids[i] (of tenant tenant_ids[i], type
--- event_types[i]) to webhook webhook_ids[i] in payload envelope envelopes[i] (NULL for beema;
--- a NULL array: each webhook's envelope of now): an hooks.outbox row (what goes where) and a
--- pending hooks.queue row, due now. When any is queued, arms the senders' wake-up at commit
--- (the check on hooks.events, below). Returns how many. publish, hooks._publish_many, replay
--- and test_webhook all queue through this.
+-- event_types[i]) to webhook webhook_ids[i] in payload envelope envelopes[i] (NULL for beema)
+-- with ordering key order_keys[i] (NULL: not ordered). Both arrays NULL: each webhook's envelope
+-- and ordering key of now (read from the webhooks and the event bodies). Writes an hooks.outbox
+-- row (what goes where) and a hooks.queue row: due now, or waiting behind the live or
+-- blocking delivery of its ordering key, in call order (hooks.order_keys; the key's row stays
+-- locked until commit, so that publishers of one key queue in commit order). When any is
+-- queued, arms the senders' wake-up at commit (the check on hooks.events, below). Returns how
+-- many. publish, hooks._publish_many, replay and test_webhook all queue through this.
 CREATE FUNCTION hooks._enqueue(event_ids bigint[], tenant_ids text[], event_types text[],
-                               webhook_ids bigint[], envelopes text[] DEFAULT NULL)
+                               webhook_ids bigint[], envelopes text[] DEFAULT NULL,
+                               order_keys text[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_variable
 DECLARE
     n integer;
+    v_kw    bigint[];
+    v_kk    text[];
+    v_khead bigint[];
+    v_ids   bigint[];
 BEGIN
     IF envelopes IS NULL THEN
-        envelopes := ARRAY(SELECT nullif(x.envelope, 'beema')
-                             FROM unnest(webhook_ids) WITH ORDINALITY AS u(w, i)
-                             LEFT JOIN hooks.webhooks x ON x.webhook_id = u.w
-                            ORDER BY u.i);
+        SELECT array_agg(nullif(x.envelope, 'beema') ORDER BY u.i),
+               array_agg(CASE WHEN x.ordering_key IS NOT NULL
+                              THEN (SELECT hooks._order_key(e.body::jsonb, x.ordering_key)
+                                      FROM hooks.events e WHERE e.event_id = u.e) END ORDER BY u.i)
+          INTO envelopes, order_keys
+          FROM unnest(webhook_ids, event_ids) WITH ORDINALITY AS u(w, e, i)
+          LEFT JOIN hooks.webhooks x ON x.webhook_id = u.w;
     END IF;
-    WITH o AS (
-        INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
-        SELECT u.w, u.e, u.t, u.et, u.env
-          FROM unnest(webhook_ids, event_ids, tenant_ids, event_types, envelopes) AS u(w, e, t, et, env)
-        RETURNING outbox.delivery_id, outbox.webhook_id, outbox.tenant_id
-    )
-    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
-    SELECT o.delivery_id, o.webhook_id, o.tenant_id FROM o;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    IF order_keys IS NULL OR cardinality(array_remove(order_keys, NULL)) = 0 THEN
+        WITH o AS (
+            INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope)
+            SELECT u.w, u.e, u.t, u.et, u.env
+              FROM unnest(webhook_ids, event_ids, tenant_ids, event_types, envelopes) AS u(w, e, t, et, env)
+            RETURNING outbox.delivery_id, outbox.webhook_id, outbox.tenant_id
+        )
+        INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id)
+        SELECT o.delivery_id, o.webhook_id, o.tenant_id FROM o;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    ELSE
+        -- Ordered deliveries: lock their keys first (one upsert, in a fixed order), so that the
+        -- delivery ids below, and so the order the key's deliveries go in, follow commit order.
+        WITH k AS (
+            SELECT DISTINCT u.w, u.k, u.t
+              FROM unnest(webhook_ids, order_keys, tenant_ids) AS u(w, k, t)
+             WHERE u.k IS NOT NULL
+             ORDER BY u.w, u.k
+        ), up AS (
+            INSERT INTO hooks.order_keys AS ok (webhook_id, order_key, tenant_id)
+            SELECT k.w, k.k, k.t FROM k
+            ON CONFLICT (webhook_id, order_key) DO UPDATE SET updated_at = now()
+            RETURNING ok.webhook_id, ok.order_key, ok.head
+        )
+        SELECT array_agg(up.webhook_id), array_agg(up.order_key), array_agg(up.head)
+          INTO v_kw, v_kk, v_khead
+          FROM up;
+        WITH o AS (
+            INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type, envelope, order_key)
+            SELECT u.w, u.e, u.t, u.et, u.env, u.k
+              FROM unnest(webhook_ids, event_ids, tenant_ids, event_types, envelopes, order_keys)
+                   WITH ORDINALITY AS u(w, e, t, et, env, k, i)
+             ORDER BY u.i
+            RETURNING outbox.delivery_id, outbox.webhook_id, outbox.tenant_id, outbox.order_key
+        ), r AS (
+            -- behind: its key has a head already, or an earlier delivery of this call
+            SELECT o.*, o.order_key IS NOT NULL
+                        AND (h.head IS NOT NULL
+                             OR row_number() OVER (PARTITION BY o.webhook_id, o.order_key ORDER BY o.delivery_id) > 1)
+                        AS behind
+              FROM o
+              LEFT JOIN unnest(v_kw, v_kk, v_khead) AS h(w, k, head) ON h.w = o.webhook_id AND h.k = o.order_key
+        ), q AS (
+            INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, order_key, behind, next_attempt_at)
+            SELECT r.delivery_id, r.webhook_id, r.tenant_id, r.order_key, r.behind,
+                   CASE WHEN r.behind THEN 'infinity'::timestamptz ELSE now() END
+              FROM r
+            RETURNING queue.delivery_id, queue.webhook_id, queue.order_key, queue.behind
+        )
+        SELECT array_agg(q.delivery_id) FILTER (WHERE q.order_key IS NOT NULL AND NOT q.behind), count(*)
+          INTO v_ids, n
+          FROM q;
+        -- the keys that had no head: their first delivery of this call is it
+        UPDATE hooks.order_keys ok
+           SET head = q.delivery_id
+          FROM hooks.queue q
+         WHERE q.delivery_id = ANY (v_ids) AND ok.webhook_id = q.webhook_id AND ok.order_key = q.order_key;
+    END IF;
     IF n > 0 THEN
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
     END IF;
@@ -237,6 +335,7 @@ $$;
 -- failed attempt's (a cancel, or a lease that ran out). With `fence_sender`, a delivery ends
 -- only while it still holds the lease of `fence_attempts`/`fence_tokens` (hooks._holds_lease),
 -- checked on the row as it is when deleted (a concurrent claim that took it over wins).
+-- An ordered delivery that ends lets the next of its key go (hooks._order_settle).
 -- Returns the ids of the deliveries that ended.
 CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
                               errors text[], response_bodies text[] DEFAULT NULL,
@@ -246,6 +345,9 @@ RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
     v_ended bigint[];
+    v_order_w bigint[];
+    v_order_k text[];
+    v_order_d bigint[];
 BEGIN
     IF cardinality(ids) IS NULL OR cardinality(ids) = 0 THEN
         RETURN '{}';
@@ -260,7 +362,7 @@ BEGIN
                 OR hooks._holds_lease(q.status, q.lease_owner, q.attempt_number, q.lease_token,
                                       fence_sender, f.attempt_number, f.lease_token))
         RETURNING q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_token,
-                  q.breaker_held_ms, coalesce(f.status, _finish.status) AS status,
+                  q.breaker_held_ms, q.order_key, q.behind, coalesce(f.status, _finish.status) AS status,
                   CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
                   CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
                   f.error_message
@@ -274,7 +376,16 @@ BEGIN
           FROM gone g
         RETURNING delivery_id
     )
-    SELECT coalesce(array_agg(ended.delivery_id), '{}') INTO v_ended FROM ended;
+    SELECT coalesce(array_agg(ended.delivery_id), '{}'),
+           array_agg(g.webhook_id) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind),
+           array_agg(g.order_key) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind),
+           array_agg(g.delivery_id) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind)
+      INTO v_ended, v_order_w, v_order_k, v_order_d
+      FROM ended JOIN gone g ON g.delivery_id = ended.delivery_id;
+    -- ordered deliveries that ended: the next of their key may go (or, failed, block it)
+    IF v_order_d IS NOT NULL THEN
+        PERFORM hooks._order_settle(v_order_w, v_order_k, v_order_d);
+    END IF;
     RETURN v_ended;
 END
 $$;
@@ -282,15 +393,20 @@ $$;
 -- Queues finished or waiting deliveries again from the start: pending, due now, attempt 0,
 -- no error. A finished one moves back from hooks.outcomes into hooks.queue; one in the queue
 -- that is not in flight starts over; one in flight is left alone. `new_uuids` gives each a new
--- delivery_uuid (a replay: receivers dedup on it). Returns how many were queued.
+-- delivery_uuid (a replay: receivers dedup on it). An ordered delivery that moves back goes
+-- first when it is its key's head (the failed one that blocks it) or the key is idle, and
+-- waits behind the key's head otherwise; one waiting behind keeps waiting. Returns how many
+-- were queued.
 CREATE FUNCTION hooks._requeue(ids bigint[], new_uuids boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
     m integer;
+    v_back bigint[];
 BEGIN
     UPDATE hooks.queue q
-       SET status = 'pending', attempt_number = 0, next_attempt_at = now(), lease_owner = NULL,
+       SET status = 'pending', attempt_number = 0,
+           next_attempt_at = CASE WHEN q.behind THEN 'infinity'::timestamptz ELSE now() END, lease_owner = NULL,
            status_code = NULL, response_body = NULL, error_message = NULL, breaker_held_ms = 0,
            updated_at = now()
      WHERE q.delivery_id = ANY (ids) AND q.status IN ('pending', 'retrying');
@@ -298,10 +414,34 @@ BEGIN
     WITH back AS (
         DELETE FROM hooks.outcomes f WHERE f.delivery_id = ANY (ids)
         RETURNING f.delivery_id, f.webhook_id, f.tenant_id, f.lease_token
+    ), q AS (
+        INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, lease_token, order_key)
+        SELECT b.delivery_id, b.webhook_id, b.tenant_id, b.lease_token, o.order_key
+          FROM back b JOIN hooks.outbox o ON o.delivery_id = b.delivery_id
+        RETURNING queue.delivery_id, queue.order_key
     )
-    INSERT INTO hooks.queue (delivery_id, webhook_id, tenant_id, lease_token)
-    SELECT b.delivery_id, b.webhook_id, b.tenant_id, b.lease_token FROM back b;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    SELECT count(*), array_agg(q.delivery_id) FILTER (WHERE q.order_key IS NOT NULL)
+      INTO n, v_back
+      FROM q;
+    IF v_back IS NOT NULL THEN
+        -- their keys locked (as a publisher does), then each goes first or waits
+        INSERT INTO hooks.order_keys AS ok (webhook_id, order_key, tenant_id)
+        SELECT DISTINCT q.webhook_id, q.order_key, q.tenant_id
+          FROM hooks.queue q WHERE q.delivery_id = ANY (v_back)
+         ORDER BY 1, 2
+        ON CONFLICT (webhook_id, order_key) DO UPDATE SET updated_at = now();
+        UPDATE hooks.order_keys ok
+           SET head = f.delivery_id
+          FROM (SELECT DISTINCT ON (q.webhook_id, q.order_key) q.webhook_id, q.order_key, q.delivery_id
+                  FROM hooks.queue q WHERE q.delivery_id = ANY (v_back)
+                 ORDER BY q.webhook_id, q.order_key, q.delivery_id) AS f
+         WHERE ok.webhook_id = f.webhook_id AND ok.order_key = f.order_key AND ok.head IS NULL;
+        UPDATE hooks.queue q
+           SET behind = true, next_attempt_at = 'infinity'
+          FROM hooks.order_keys ok
+         WHERE q.delivery_id = ANY (v_back)
+           AND ok.webhook_id = q.webhook_id AND ok.order_key = q.order_key AND ok.head <> q.delivery_id;
+    END IF;
     IF new_uuids THEN
         UPDATE hooks.outbox o SET delivery_uuid = gen_random_uuid()
          WHERE o.delivery_id = ANY (ids)
@@ -311,15 +451,120 @@ BEGIN
 END
 $$;
 
+-- Ordered delivery (README, "Ordered delivery per key"): lets the next delivery of each key go
+-- whose head ended (webhook_ids[i], order_keys[i], ended[i]): the key's oldest delivery waiting
+-- behind becomes its head and is due now (or, with none waiting, the key is idle). A head that
+-- failed keeps blocking its key when its webhook's ordering_on_failure is 'block', unless
+-- `unblock` (hooks.skip_delivery). A head queued again meanwhile (hooks.retry_delivery) still
+-- goes first. Never waits: a key whose row a publisher holds (until its commit) is left in
+-- hooks.order_pending, which hooks.claim settles later. Returns how many deliveries it let go;
+-- wakes the senders on commit when any.
+CREATE FUNCTION hooks._order_settle(webhook_ids bigint[], order_keys text[], ended bigint[],
+                                    unblock boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_w    bigint[];
+    v_k    text[];
+    v_d    bigint[];
+    v_lw   bigint[];
+    v_lk   text[];
+    n      integer;
+BEGIN
+    -- the ended deliveries that are their key's head (only a head's end changes anything)
+    SELECT array_agg(ok.webhook_id), array_agg(ok.order_key), array_agg(u.d)
+      INTO v_w, v_k, v_d
+      FROM unnest(webhook_ids, order_keys, ended) AS u(w, k, d)
+      JOIN hooks.order_keys ok ON ok.webhook_id = u.w AND ok.order_key = u.k AND ok.head = u.d;
+    IF v_w IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- their keys' rows, locked, but not those a publisher of the key holds: settled later
+    SELECT array_agg(l.webhook_id), array_agg(l.order_key) INTO v_lw, v_lk
+      FROM (SELECT ok.webhook_id, ok.order_key
+              FROM hooks.order_keys ok
+              JOIN unnest(v_w, v_k) AS u(w, k) ON ok.webhook_id = u.w AND ok.order_key = u.k
+             ORDER BY ok.webhook_id, ok.order_key
+               FOR UPDATE OF ok SKIP LOCKED) AS l;
+    INSERT INTO hooks.order_pending (webhook_id, order_key, tenant_id, delivery_id)
+    SELECT u.w, u.k, w.tenant_id, u.d
+      FROM unnest(v_w, v_k, v_d) AS u(w, k, d)
+      JOIN hooks.webhooks w ON w.webhook_id = u.w
+     WHERE NOT EXISTS (SELECT 1 FROM unnest(v_lw, v_lk) AS l(w, k) WHERE l.w = u.w AND l.k = u.k);
+    WITH go AS (
+        SELECT ok.webhook_id, ok.order_key,
+               (SELECT min(q.delivery_id) FROM hooks.queue q
+                 WHERE q.webhook_id = ok.webhook_id AND q.order_key = ok.order_key AND q.behind) AS next
+          FROM unnest(v_w, v_k, v_d) AS u(w, k, d)
+          JOIN unnest(v_lw, v_lk) AS l(w, k) ON l.w = u.w AND l.k = u.k
+          JOIN hooks.order_keys ok ON ok.webhook_id = u.w AND ok.order_key = u.k AND ok.head = u.d
+          JOIN hooks.webhooks w ON w.webhook_id = u.w
+         WHERE NOT EXISTS (SELECT 1 FROM hooks.queue q WHERE q.delivery_id = u.d)
+           AND (unblock OR w.ordering_on_failure <> 'block'
+                OR NOT EXISTS (SELECT 1 FROM hooks.outcomes f WHERE f.delivery_id = u.d AND f.status = 'failed'))
+    ), heads AS (
+        UPDATE hooks.order_keys ok
+           SET head = go.next, updated_at = now()
+          FROM go
+         WHERE ok.webhook_id = go.webhook_id AND ok.order_key = go.order_key
+        RETURNING go.next
+    ), let_go AS (
+        UPDATE hooks.queue q
+           SET behind = false, next_attempt_at = now(), updated_at = now()
+          FROM heads
+         WHERE q.delivery_id = heads.next
+        RETURNING q.delivery_id
+    )
+    SELECT count(*) INTO n FROM let_go;
+    IF n > 0 THEN
+        PERFORM hooks._notify_at_commit();  -- the senders may have nothing else due
+    END IF;
+    RETURN n;
+END
+$$;
+
+-- The keys hooks._order_settle left for later (a publisher held them): settled now, those
+-- still held left again. Called by hooks.claim while any are left.
+CREATE FUNCTION hooks._order_settle_pending() RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_w bigint[];
+    v_k text[];
+    v_d bigint[];
+BEGIN
+    WITH p AS (
+        DELETE FROM hooks.order_pending x
+         WHERE x.ctid = ANY (ARRAY(SELECT y.ctid FROM hooks.order_pending y LIMIT 1000 FOR UPDATE SKIP LOCKED))
+        RETURNING x.webhook_id, x.order_key, x.delivery_id
+    )
+    SELECT array_agg(p.webhook_id), array_agg(p.order_key), array_agg(p.delivery_id) INTO v_w, v_k, v_d FROM p;
+    IF v_w IS NULL THEN
+        RETURN 0;
+    END IF;
+    RETURN hooks._order_settle(v_w, v_k, v_d);
+END
+$$;
+
 -- Deleting deliveries (hooks.outbox rows: their webhook or event deleted, hooks.purge, a
 -- DELETE on hooks.deliveries) deletes their queue or outcome row and their attempts, once per
 -- statement (schema.sql says why these are not foreign keys).
 CREATE FUNCTION hooks._outbox_after_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_w bigint[];
+    v_k text[];
+    v_d bigint[];
 BEGIN
     DELETE FROM hooks.queue q USING gone g WHERE q.delivery_id = g.delivery_id;
     DELETE FROM hooks.outcomes f USING gone g WHERE f.delivery_id = g.delivery_id;
     DELETE FROM hooks.attempts a USING gone g WHERE a.delivery_id = g.delivery_id;
+    -- a deleted delivery that was its ordering key's head: the next of the key goes
+    SELECT array_agg(g.webhook_id), array_agg(g.order_key), array_agg(g.delivery_id) INTO v_w, v_k, v_d
+      FROM gone g
+      JOIN hooks.order_keys ok ON ok.webhook_id = g.webhook_id AND ok.order_key = g.order_key AND ok.head = g.delivery_id;
+    IF v_w IS NOT NULL THEN
+        PERFORM hooks._order_settle(v_w, v_k, v_d);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -664,6 +909,9 @@ DECLARE
     v_filtered  boolean;
     v_filters   jsonb[];
     v_paths     jsonpath[];
+    v_ordered   boolean;
+    v_orderings text[];
+    v_keys      text[];
 BEGIN
     IF event IS NULL THEN
         RAISE EXCEPTION 'hooks.publish: event must not be NULL'
@@ -695,24 +943,32 @@ BEGIN
 
     SELECT array_agg(m.webhook_id), array_agg(nullif(m.envelope, 'beema')),
            bool_or(m.filter IS NOT NULL OR m.filter_path IS NOT NULL),
-           array_agg(m.filter), array_agg(m.filter_path)
-      INTO v_webhooks, v_envelopes, v_filtered, v_filters, v_paths
+           array_agg(m.filter), array_agg(m.filter_path),
+           bool_or(m.ordering_key IS NOT NULL), array_agg(m.ordering_key)
+      INTO v_webhooks, v_envelopes, v_filtered, v_filters, v_paths, v_ordered, v_orderings
       FROM hooks.match(p.event_type, p.tenant_id) m;
     IF v_filtered THEN
         -- some matched webhook has payload filters: test them on the body as receivers get it,
         -- parsed once (publishes that match no filtered webhook never parse it)
         v_body := p.body::jsonb;
-        SELECT array_agg(f.webhook_id), array_agg(f.envelope)
-          INTO v_webhooks, v_envelopes
-          FROM unnest(v_webhooks, v_envelopes, v_filters, v_paths) AS f(webhook_id, envelope, filter, path)
+        SELECT array_agg(f.webhook_id), array_agg(f.envelope), array_agg(f.ordering)
+          INTO v_webhooks, v_envelopes, v_orderings
+          FROM unnest(v_webhooks, v_envelopes, v_filters, v_paths, v_orderings)
+               AS f(webhook_id, envelope, filter, path, ordering)
          WHERE hooks._passes_filter(f.filter, f.path, v_body);
+    END IF;
+    IF v_ordered AND v_webhooks IS NOT NULL THEN
+        -- some matched webhook orders its deliveries: each one's key from the body
+        v_body := coalesce(v_body, p.body::jsonb);
+        v_keys := ARRAY(SELECT CASE WHEN o IS NOT NULL THEN hooks._order_key(v_body, o) END
+                          FROM unnest(v_orderings) WITH ORDINALITY AS u(o, i) ORDER BY u.i);
     END IF;
     IF v_webhooks IS NOT NULL THEN
         -- (arms the wake-up check at commit; a rolled-back savepoint disarms it again)
         PERFORM hooks._enqueue(array_fill(v_id, ARRAY[cardinality(v_webhooks)]),
                                array_fill(p.tenant_id, ARRAY[cardinality(v_webhooks)]),
                                array_fill(p.event_type, ARRAY[cardinality(v_webhooks)]),
-                               v_webhooks, v_envelopes);
+                               v_webhooks, v_envelopes, v_keys);
     END IF;
     RETURN v_id;
 END
@@ -761,18 +1017,20 @@ BEGIN
         RETURNING event_id, tenant_id, event_type, body
     ), m AS (
         SELECT k.tenant_id, k.event_type, w.webhook_id, nullif(w.envelope, 'beema') AS envelope,
-               w.filter, w.filter_path
+               w.filter, w.filter_path, w.ordering_key
           FROM (SELECT DISTINCT t.tenant_id, t.event_type FROM unnest(v_tenant, v_type) AS t(tenant_id, event_type)) AS k
          CROSS JOIN LATERAL hooks.match(k.event_type, k.tenant_id) AS w
     ), d AS (
-        SELECT e.event_id, e.tenant_id, e.event_type, m.webhook_id, m.envelope
+        SELECT e.event_id, e.tenant_id, e.event_type, m.webhook_id, m.envelope,
+               CASE WHEN m.ordering_key IS NOT NULL THEN hooks._order_key(e.body::jsonb, m.ordering_key) END AS order_key
           FROM e JOIN m ON m.tenant_id = e.tenant_id AND m.event_type = e.event_type
          WHERE (m.filter IS NULL AND m.filter_path IS NULL)
             OR hooks._passes_filter(m.filter, m.filter_path, e.body::jsonb)
          ORDER BY e.event_id, m.webhook_id
     )
     SELECT hooks._enqueue(coalesce(array_agg(d.event_id), '{}'), array_agg(d.tenant_id), array_agg(d.event_type),
-                          coalesce(array_agg(d.webhook_id), '{}'), coalesce(array_agg(d.envelope), '{}'))
+                          coalesce(array_agg(d.webhook_id), '{}'), coalesce(array_agg(d.envelope), '{}'),
+                          array_agg(d.order_key))
       INTO n
       FROM d;
     RETURN n;
@@ -1082,6 +1340,11 @@ BEGIN
     IF stay_awake AND NOT EXISTS (SELECT 1 FROM hooks.queue x WHERE x.next_attempt_at <= clock_timestamp()) THEN
         PERFORM pg_try_advisory_lock_shared(hooks._lock_key('awake'));
         v_quiet := true;
+    END IF;
+
+    -- Ordering keys whose settling waited for a publisher (hooks._order_settle): settled now.
+    IF EXISTS (SELECT 1 FROM hooks.order_pending) THEN
+        PERFORM hooks._order_settle_pending();
     END IF;
 
     FOR v_round IN 1..1000 LOOP

@@ -38,6 +38,17 @@ SELECT l.delivery_id, l.delivery_uuid, l.tenant_id, l.webhook_name, l.url, l.eve
   FROM hooks.delivery_log l
  WHERE l.status = 'failed';
 
+-- Ordering keys that a failed delivery blocks (webhooks with ordering_on_failure 'block'): the
+-- failed delivery, and how many of the key wait behind it. Let the key go on with
+-- hooks.retry_delivery(delivery_id) (sent again first) or hooks.skip_delivery(delivery_id).
+CREATE VIEW hooks.blocked_keys AS
+SELECT k.webhook_id, k.tenant_id, k.order_key, f.delivery_id, f.error_message, f.updated_at AS failed_at,
+       (SELECT count(*) FROM hooks.queue q
+         WHERE q.webhook_id = k.webhook_id AND q.order_key = k.order_key AND q.behind) AS waiting
+  FROM hooks.order_keys k
+  JOIN hooks.outcomes f ON f.delivery_id = k.head AND f.status = 'failed'
+  JOIN hooks.webhooks w ON w.webhook_id = k.webhook_id AND w.ordering_on_failure = 'block';
+
 -- Per-webhook health over the last 24 hours of attempts, with the breaker's state.
 CREATE VIEW hooks.webhook_health AS
 SELECT w.webhook_id,
@@ -144,6 +155,8 @@ END
 $$;
 
 -- Registers a webhook and returns it (with its secret: generated as whsec_... when NULL).
+-- `ordering_key`: deliver events with the same value at this path one at a time, in commit
+-- order (README, "Ordered delivery per key").
 CREATE FUNCTION hooks.create_webhook(
     tenant_id text, webhook_name text, event_type text, url text,
     secret text DEFAULT NULL,
@@ -154,20 +167,23 @@ CREATE FUNCTION hooks.create_webhook(
     filter jsonb DEFAULT NULL,
     filter_path jsonpath DEFAULT NULL,
     event_types text[] DEFAULT NULL,
-    envelope text DEFAULT 'beema')
+    envelope text DEFAULT 'beema',
+    ordering_key text DEFAULT NULL,
+    ordering_on_failure text DEFAULT 'skip')
 RETURNS hooks.webhooks
 LANGUAGE sql AS $$
     INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret, headers,
                                 retry_config, timeout_ms, created_by, filter, filter_path, event_types,
-                                envelope)
+                                envelope, ordering_key, ordering_on_failure)
     VALUES ($1, $2, $3, $4, $5, coalesce($6, '{}'), coalesce($7, '{"maxAttempts":3,"backoffMs":1000}'),
-            coalesce($8, 10000), $9, $10, $11, $12, coalesce($13, 'beema'))
+            coalesce($8, 10000), $9, $10, $11, $12, coalesce($13, 'beema'), $14, coalesce($15, 'skip'))
     RETURNING *
 $$;
 
 -- Changes the keys given in `changes` (webhook_name, event_type, url, headers, retry_config,
--- timeout_ms, enabled, filter, filter_path, event_types, envelope; a JSON null filter,
--- filter_path or event_types removes it); other keys raise 22023.
+-- timeout_ms, enabled, filter, filter_path, event_types, envelope, signatures, ordering_key,
+-- ordering_on_failure; a JSON null filter, filter_path, event_types or ordering_key removes it);
+-- other keys raise 22023. A new ordering_key applies to deliveries queued from then on.
 CREATE FUNCTION hooks.update_webhook(webhook_id bigint, changes jsonb) RETURNS hooks.webhooks
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -179,12 +195,13 @@ BEGIN
     END IF;
     SELECT k INTO bad FROM jsonb_object_keys(changes) k
      WHERE k NOT IN ('webhook_name', 'event_type', 'url', 'headers', 'retry_config', 'timeout_ms', 'enabled',
-                     'filter', 'filter_path', 'event_types', 'envelope', 'signatures')
+                     'filter', 'filter_path', 'event_types', 'envelope', 'signatures', 'ordering_key',
+                     'ordering_on_failure')
      LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'update_webhook cannot change %', bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope, signatures; use hooks.rotate_secret for the secret.';
+                  HINT = 'Changeable: webhook_name, event_type, url, headers, retry_config, timeout_ms, enabled, filter, filter_path, event_types, envelope, signatures, ordering_key, ordering_on_failure; use hooks.rotate_secret for the secret.';
     END IF;
     IF jsonb_typeof(changes->'signatures') <> 'array' THEN
         RAISE EXCEPTION 'update_webhook: signatures must be a JSON array: ["v1"], ["v1a"] or ["v1", "v1a"]'
@@ -206,6 +223,8 @@ BEGIN
            signatures   = CASE WHEN changes ? 'signatures'
                                THEN ARRAY(SELECT jsonb_array_elements_text(changes->'signatures'))
                                ELSE x.signatures END,
+           ordering_key = CASE WHEN changes ? 'ordering_key' THEN changes->>'ordering_key' ELSE x.ordering_key END,
+           ordering_on_failure = coalesce(changes->>'ordering_on_failure', x.ordering_on_failure),
            filter       = CASE WHEN changes ? 'filter' THEN nullif(changes->'filter', 'null') ELSE x.filter END,
            filter_path  = CASE WHEN changes ? 'filter_path' THEN (changes->>'filter_path')::jsonpath
                                ELSE x.filter_path END,
@@ -338,6 +357,48 @@ BEGIN
     PERFORM hooks._requeue(ARRAY[d.delivery_id]);
     SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
     PERFORM hooks._notify_at_commit();  -- wake the senders on commit
+    RETURN d;
+END
+$$;
+
+-- Ordered delivery (README, "Ordered delivery per key"): lets an ordering key go on without a
+-- delivery. A failed delivery that blocks its key (ordering_on_failure 'block') stays failed
+-- and the next of its key goes; a queued one (pending, retrying, or waiting behind its key) is
+-- cancelled with the reason, and when it was the key's head the next goes. Returns the delivery.
+-- Errors: P0002 (no such delivery), 55000 (in flight; or finished and not blocking a key).
+CREATE FUNCTION hooks.skip_delivery(delivery_id bigint, reason text DEFAULT NULL) RETURNS hooks.deliveries
+LANGUAGE plpgsql AS $$
+DECLARE
+    d  hooks.deliveries;
+    ok hooks.order_keys;
+BEGIN
+    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = skip_delivery.delivery_id FOR UPDATE;
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = skip_delivery.delivery_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF d.status = 'in_flight' THEN
+        RAISE EXCEPTION 'delivery % is in flight', delivery_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Wait for its result.';
+    END IF;
+    IF d.status IN ('pending', 'retrying') THEN
+        PERFORM hooks._finish(ARRAY[d.delivery_id], 'cancelled', NULL, NULL,
+                              ARRAY['skipped by ' || hooks._session_role() || coalesce(': ' || reason, '')]);
+    ELSE
+        -- (its key's row locked: waits for a publisher of the key to commit)
+        SELECT k.* INTO ok
+          FROM hooks.outbox o
+          JOIN hooks.order_keys k ON k.webhook_id = o.webhook_id AND k.order_key = o.order_key
+         WHERE o.delivery_id = d.delivery_id AND k.head = d.delivery_id
+           FOR UPDATE OF k;
+        IF NOT FOUND OR d.status <> 'failed' THEN
+            RAISE EXCEPTION 'delivery % is % and holds up no ordering key', delivery_id, d.status
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'hooks.blocked_keys lists the failed deliveries that block their keys.';
+        END IF;
+        PERFORM hooks._order_settle(ARRAY[ok.webhook_id], ARRAY[ok.order_key], ARRAY[d.delivery_id], true);
+    END IF;
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = skip_delivery.delivery_id;
     RETURN d;
 END
 $$;
@@ -688,6 +749,9 @@ DECLARE
     n          integer;
     v_held     bigint[];
     v_held_why text[];
+    v_kw       bigint[];
+    v_kk       text[];
+    v_kd       bigint[];
 BEGIN
     IF older_than IS NULL OR older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval' USING ERRCODE = 'invalid_parameter_value';
@@ -752,5 +816,19 @@ BEGIN
         PERFORM hooks._finish(v_held, 'cancelled', NULL, NULL, v_held_why);
     END IF;
     DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
+    -- Ordering keys: a head that ended without its key being settled (never expected; a safety
+    -- net) is settled now, and keys idle since the cutoff are forgotten (a publisher holding
+    -- one is skipped).
+    SELECT array_agg(k.webhook_id), array_agg(k.order_key), array_agg(k.head)
+      INTO v_kw, v_kk, v_kd
+      FROM hooks.order_keys k
+     WHERE k.head IS NOT NULL AND NOT EXISTS (SELECT 1 FROM hooks.queue q WHERE q.delivery_id = k.head);
+    IF v_kw IS NOT NULL THEN
+        PERFORM hooks._order_settle(v_kw, v_kk, v_kd);
+    END IF;
+    DELETE FROM hooks.order_keys k
+     WHERE k.ctid = ANY (ARRAY(SELECT x.ctid FROM hooks.order_keys x
+                                WHERE x.head IS NULL AND x.updated_at < v_cutoff
+                                  FOR UPDATE SKIP LOCKED));
 END
 $$;

@@ -64,6 +64,13 @@ CREATE TABLE hooks.webhooks (
     -- key rotation (hooks.rotate_signing_key): the previous key also signs until this time
     previous_signing_key            text,
     previous_signing_key_expires_at timestamptz,
+    -- ordered delivery (README, "Ordered delivery per key"): a dotted path into the event (such
+    -- as 'data.policyNumber'); deliveries whose events have the same value there are sent one
+    -- at a time, in commit order. NULL: no ordering.
+    ordering_key    text,
+    -- what a key does when its delivery fails for good: 'skip' (the next goes) or 'block' (the
+    -- key waits until an admin's hooks.retry_delivery or hooks.skip_delivery)
+    ordering_on_failure text    NOT NULL DEFAULT 'skip',
     CONSTRAINT webhooks_tenant_name_key UNIQUE (tenant_id, webhook_name),
     -- (the key deliveries and further patterns refer to: the tenant is part of it)
     CONSTRAINT webhooks_tenant_webhook_key UNIQUE (tenant_id, webhook_id)
@@ -132,6 +139,9 @@ CREATE TABLE hooks.outbox (
     -- the webhook's payload envelope when the delivery was queued; NULL: beema (the event as
     -- published). hooks.claim renders the body in it.
     envelope        text,
+    -- the delivery's ordering key (the value at its webhook's ordering_key in the event) when
+    -- the webhook orders its deliveries; NULL otherwise
+    order_key       text,
     CONSTRAINT outbox_event_webhook_key UNIQUE (event_id, webhook_id),
     -- the tenant is part of both keys: a delivery cannot pair one tenant's webhook with another
     -- tenant's event, whatever role writes it (README, "Roles and tenant isolation")
@@ -169,7 +179,12 @@ CREATE TABLE hooks.queue (
     status_code     integer,
     response_body   text,
     error_message   text,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- ordered delivery: the delivery's ordering key (as in hooks.outbox), and whether it waits
+    -- behind an earlier delivery of its key (then next_attempt_at is 'infinity': never due,
+    -- until hooks._order_settle lets it go)
+    order_key       text,
+    behind          boolean     NOT NULL DEFAULT false
 );
 
 -- claim: the due rows, oldest first (and leases that ran out: an in-flight row is due when its
@@ -177,6 +192,8 @@ CREATE TABLE hooks.queue (
 CREATE INDEX queue_due_idx ON hooks.queue (next_attempt_at);
 -- claim: live leases (requests in flight) per webhook (hooks.max_in_flight_per_webhook)
 CREATE INDEX queue_in_flight_idx ON hooks.queue (webhook_id, next_attempt_at) WHERE status = 'in_flight';
+-- ordered delivery: the deliveries waiting behind others, per key, in the order they go
+CREATE INDEX queue_behind_idx ON hooks.queue (webhook_id, order_key, delivery_id) WHERE behind;
 
 CREATE TABLE hooks.outcomes (
     delivery_id     bigint      PRIMARY KEY,
@@ -215,6 +232,34 @@ SELECT o.delivery_id, o.delivery_uuid, o.webhook_id, o.event_id, o.tenant_id, o.
        f.updated_at, NULL::text, o.created_at, f.updated_at,
        f.delivered_at, f.lease_token, f.breaker_held_ms
   FROM hooks.outbox o JOIN hooks.outcomes f ON f.delivery_id = o.delivery_id;
+
+-- Ordered delivery (README, "Ordered delivery per key"): one row per ordering key of a webhook
+-- that has ever had a delivery. `head` is the delivery the key's next one waits for: live (in
+-- the queue, not behind), or finished and not yet settled, or failed and blocking the key (a
+-- webhook with ordering_on_failure 'block'); NULL when nothing of the key is waiting or going.
+-- hooks._enqueue locks the row (an upsert) before it queues a delivery of the key and holds it
+-- until commit: publishers of one key queue in commit order. Written only by the state machine.
+CREATE TABLE hooks.order_keys (
+    webhook_id  bigint      NOT NULL,
+    order_key   text        NOT NULL,
+    tenant_id   text        NOT NULL,
+    head        bigint,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (webhook_id, order_key),
+    CONSTRAINT order_keys_webhook_fkey FOREIGN KEY (tenant_id, webhook_id)
+        REFERENCES hooks.webhooks (tenant_id, webhook_id) ON UPDATE CASCADE ON DELETE CASCADE
+);
+
+-- Keys whose head ended while a publisher of the key held its row (hooks._order_settle never
+-- waits for one): hooks.claim settles them on its next call, once that publisher is done.
+CREATE TABLE hooks.order_pending (
+    webhook_id  bigint      NOT NULL,
+    order_key   text        NOT NULL,
+    tenant_id   text        NOT NULL,
+    -- the head that ended
+    delivery_id bigint      NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
 
 -- Lease tokens (hooks.queue.lease_token): one per claim, never reused.
 CREATE SEQUENCE hooks.lease_tokens;
@@ -329,4 +374,6 @@ SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.watched_tables_watch_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.settings', '');
 SELECT pg_catalog.pg_extension_config_dump('hooks.tenant_grants', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.order_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('hooks.order_pending', '');
 -- (hooks.webhook_patterns is not dumped: restoring hooks.webhooks rebuilds it by its trigger)

@@ -51,11 +51,11 @@ GRANT EXECUTE ON FUNCTION hooks.sender_metrics() TO hooks_sender;
 
 REVOKE EXECUTE ON FUNCTION hooks.publish(jsonb), hooks.claim(text, integer, interval, boolean, bigint),
     hooks.complete(text, jsonb), hooks.release(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
+REVOKE EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text, text, text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.rotate_signing_key(bigint, text, interval),
-    hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
+    hooks.retry_delivery(bigint), hooks.skip_delivery(bigint, text), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     FROM PUBLIC;
 REVOKE EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) FROM PUBLIC;
@@ -64,11 +64,11 @@ GRANT USAGE ON SCHEMA hooks TO hooks_publisher, hooks_sender, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.publish(jsonb) TO hooks_publisher, hooks_admin;
 GRANT EXECUTE ON FUNCTION hooks.claim(text, integer, interval, boolean, bigint), hooks.complete(text, jsonb),
     hooks.release(text, jsonb) TO hooks_sender;
-GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text),
+GRANT EXECUTE ON FUNCTION hooks.create_webhook(text, text, text, text, text, jsonb, jsonb, integer, text, jsonb, jsonpath, text[], text, text, text),
     hooks.update_webhook(bigint, jsonb), hooks.enable_webhook(bigint), hooks.disable_webhook(bigint, text, boolean),
     hooks.delete_webhook(bigint), hooks.rotate_secret(bigint, text, interval),
     hooks.rotate_signing_key(bigint, text, interval),
-    hooks.retry_delivery(bigint), hooks.replay_event(bigint, bigint),
+    hooks.retry_delivery(bigint), hooks.skip_delivery(bigint, text), hooks.replay_event(bigint, bigint),
     hooks.redeliver_failed(bigint, timestamptz), hooks.test_webhook(bigint), hooks.metrics()
     TO hooks_admin;
 GRANT EXECUTE ON PROCEDURE hooks.purge(interval, integer, boolean, bigint) TO hooks_admin;
@@ -87,9 +87,9 @@ CREATE POLICY admins_read ON hooks.tenant_grants FOR SELECT TO hooks_admin
     USING (CASE WHEN (SELECT hooks._session_scope()) IS NULL THEN true
                 ELSE tenant_id = ANY ((SELECT hooks._session_scope())::text[]) END);
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outbox, hooks.queue,
-    hooks.outcomes, hooks.attempts, hooks.senders TO hooks_admin;
+    hooks.outcomes, hooks.attempts, hooks.senders, hooks.order_keys, hooks.order_pending TO hooks_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
-GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health TO hooks_admin;
+GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health, hooks.blocked_keys TO hooks_admin;
 GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
 -- settings: every admin reads them, only an all-tenant admin (and the owner) changes them
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.settings TO hooks_admin;
@@ -127,6 +127,7 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA hooks TO hooks_admin;
 ALTER VIEW hooks.delivery_log SET (security_invoker = true);
 ALTER VIEW hooks.dead_letters SET (security_invoker = true);
 ALTER VIEW hooks.webhook_health SET (security_invoker = true);
+ALTER VIEW hooks.blocked_keys SET (security_invoker = true);
 
 -- Tenant isolation: a row is visible and writable when its tenant is one the role acts for
 -- (hooks._tenant_scope, asked once per query; NULL: every tenant).
@@ -137,6 +138,8 @@ ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.attempts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.order_keys ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.order_pending ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_scope ON hooks.webhooks
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
@@ -157,5 +160,11 @@ CREATE POLICY tenant_scope ON hooks.attempts
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
 CREATE POLICY tenant_scope ON hooks.webhook_patterns
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.order_keys
+    USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
+    WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
+CREATE POLICY tenant_scope ON hooks.order_pending
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));

@@ -65,7 +65,7 @@ step "alert rules (promtool)" bash -c 'cd deploy/prometheus && promtool check ru
 step "end-to-end tests" cargo test --release -q -p beema_hooks_e2e
 step "end-to-end tests, portable flavor" env BEEMA_FLAVOR=portable cargo test --release -q -p beema_hooks_e2e \
   --test delivery --test faults --test wakeups --test senders --test sql_concurrency --test tenants \
-  --test poolers
+  --test poolers --test ordering
 # benchmarks never fail for slowness; the smoke run only proves their code still works
 step "benchmark smoke run" "$BEEMA_ROOT/scripts/bench.sh" --smoke
 

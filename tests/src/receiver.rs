@@ -107,6 +107,8 @@ struct Behaviour {
 struct State {
     requests: Vec<Recorded>,
     behaviours: HashMap<String, Behaviour>,
+    /// per path: requests whose body contains the text get the reply, before any other rule
+    body_rules: HashMap<String, Vec<(String, Reply)>>,
     /// requests being answered now, and the most ever at once, per path
     open: HashMap<String, usize>,
     max_open: HashMap<String, usize>,
@@ -184,6 +186,17 @@ impl Receiver {
     /// Answers every request to `path` with `reply`.
     pub fn always(&self, path: &str, reply: Reply) {
         self.program(path, Vec::new(), reply);
+    }
+
+    /// Answers requests to `path` whose body contains `needle` with `reply`, before any other
+    /// rule of the path; `None` removes the path's body rules.
+    pub fn when_body_contains(&self, path: &str, rule: Option<(&str, Reply)>) {
+        let mut st = self.state.lock().unwrap();
+        let rules = st.body_rules.entry(path.to_owned()).or_default();
+        match rule {
+            Some((needle, reply)) => rules.push((needle.to_owned(), reply)),
+            None => rules.clear(),
+        }
     }
 
     /// Every request so far.
@@ -273,7 +286,19 @@ async fn handle(
                 .filter(|x| x.path == path && x.header("webhook-id") == id)
                 .count()
         });
+        let by_body = st.body_rules.get(&path).and_then(|rules| {
+            let body = st
+                .requests
+                .last()
+                .map(|r| r.body.clone())
+                .unwrap_or_default();
+            rules
+                .iter()
+                .find(|(needle, _)| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .map(|(_, reply)| reply.clone())
+        });
         match st.behaviours.get_mut(&path) {
+            _ if by_body.is_some() => by_body.unwrap(),
             Some(b) => match &b.per_delivery {
                 Some((n, first)) if seen <= *n => first.clone(),
                 _ => b

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark suite (BENCHMARKS.md): figures as ratios against this machine's own limits.
-#   scripts/bench.sh [--smoke] [--own-cluster] [--runs N] [--keep-dbs] [p1|p2|p3|p4|p5|fanout|cost|watch|flavors ...]
+#   scripts/bench.sh [--smoke] [--own-cluster] [--runs N] [--keep-dbs] [p1|p2|p3|p4|p5|fanout|cost|watch|flavors|ordering ...]
 # Runs the named benchmarks (all by default) against the local cluster (scripts/pg.sh) with the
 # installed extension and the release sender, and prints each figure as the median of 3 runs
 # beside its baseline from the same run. --smoke: tiny sizes, 1 run, well under a minute; exits
@@ -27,7 +27,7 @@ cd "$BEEMA_ROOT"
 
 need_p2=1
 for a in "$@"; do
-  case "$a" in p1|p3|p4|p5|fanout|cost|watch|flavors) need_p2=0 ;; esac
+  case "$a" in p1|p3|p4|p5|fanout|cost|watch|flavors|ordering) need_p2=0 ;; esac
 done
 for a in "$@"; do
   case "$a" in p2) need_p2=1 ;; esac

@@ -20,9 +20,10 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 mod cost;
 mod flavors;
+mod ordering;
 mod watch;
 
-const BENCHES: [&str; 9] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost", "watch", "flavors"];
+const BENCHES: [&str; 10] = ["p1", "p2", "p3", "p4", "p5", "fanout", "cost", "watch", "flavors", "ordering"];
 
 /// The body fields of the benchmark event (besides event, tenantId): a typical small event.
 const EVENT_DATA: &str = r#""policyId":"P-1","premium":1234.5,"currency":"EUR","holder":{"name":"Jane Doe","email":"jane@example.com"}"#;
@@ -1775,6 +1776,7 @@ async fn run(
             "cost" => cost::cost(&mut ctx).await,
             "watch" => watch::watch(&mut ctx).await,
             "flavors" => flavors::flavors(&mut ctx).await,
+            "ordering" => ordering::ordering(&mut ctx).await,
             _ => unreachable!(),
         };
         match r {

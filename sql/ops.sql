@@ -332,17 +332,16 @@ BEGIN
 END
 $$;
 
--- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
--- (receivers dedup on it), and wakes the senders on commit. 55000 while it is in flight or its
--- webhook is disabled.
-CREATE FUNCTION hooks.retry_delivery(delivery_id bigint) RETURNS hooks.deliveries
+-- A delivery an admin acts on (hooks.retry_delivery, hooks.skip_delivery): its outbox row
+-- locked (a concurrent action on the same delivery waits), and the delivery as it is then.
+-- P0002 when there is no such delivery, 55000 while it is in flight.
+CREATE FUNCTION hooks._delivery_to_change(delivery_id bigint) RETURNS hooks.deliveries
 LANGUAGE plpgsql AS $$
 DECLARE
     d hooks.deliveries;
 BEGIN
-    -- its outbox row locked: a concurrent retry of the same delivery waits
-    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = retry_delivery.delivery_id FOR UPDATE;
-    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = retry_delivery.delivery_id;
+    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = _delivery_to_change.delivery_id FOR UPDATE;
+    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = _delivery_to_change.delivery_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -350,6 +349,18 @@ BEGIN
         RAISE EXCEPTION 'delivery % is in flight', delivery_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Wait for its result.';
     END IF;
+    RETURN d;
+END
+$$;
+
+-- Sends one delivery again: due now with a fresh attempt budget and the same delivery uuid
+-- (receivers dedup on it), and wakes the senders on commit. 55000 while it is in flight or its
+-- webhook is disabled.
+CREATE FUNCTION hooks.retry_delivery(delivery_id bigint) RETURNS hooks.deliveries
+LANGUAGE plpgsql AS $$
+DECLARE
+    d hooks.deliveries := hooks._delivery_to_change(delivery_id);
+BEGIN
     IF NOT (hooks._webhook(d.webhook_id)).enabled THEN
         RAISE EXCEPTION 'the webhook of delivery % is disabled', delivery_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Enable it with hooks.enable_webhook first.';
@@ -369,18 +380,9 @@ $$;
 CREATE FUNCTION hooks.skip_delivery(delivery_id bigint, reason text DEFAULT NULL) RETURNS hooks.deliveries
 LANGUAGE plpgsql AS $$
 DECLARE
-    d  hooks.deliveries;
+    d  hooks.deliveries := hooks._delivery_to_change(delivery_id);
     ok hooks.order_keys;
 BEGIN
-    PERFORM 1 FROM hooks.outbox x WHERE x.delivery_id = skip_delivery.delivery_id FOR UPDATE;
-    SELECT * INTO d FROM hooks.deliveries x WHERE x.delivery_id = skip_delivery.delivery_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'delivery % does not exist', delivery_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF d.status = 'in_flight' THEN
-        RAISE EXCEPTION 'delivery % is in flight', delivery_id
-            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Wait for its result.';
-    END IF;
     IF d.status IN ('pending', 'retrying') THEN
         PERFORM hooks._finish(ARRAY[d.delivery_id], 'cancelled', NULL, NULL,
                               ARRAY['skipped by ' || hooks._session_role() || coalesce(': ' || reason, '')]);

@@ -12,6 +12,23 @@ SELECT webhook_name, ordering_key, ordering_on_failure
 SELECT webhook_name, ordering_key FROM hooks.create_webhook('acme', 'plain', 'policy/*', 'https://plain.example/');
 SELECT sqlstate_of($$SELECT hooks.update_webhook((SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'plain'), '{"ordering_on_failure": "never"}')$$);
 
+-- claims what is due and answers every claimed delivery with HTTP `code`; returns how many
+CREATE FUNCTION pg_temp.answer(code integer) RETURNS integer LANGUAGE sql AS $$
+    SELECT hooks.complete('s1', (SELECT coalesce(jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+                                        'attempt_number', attempt_number, 'lease_token', lease_token,
+                                        'status_code', code)), '[]')
+                                   FROM hooks.claim('s1', 100)))
+$$;
+
+-- what is due fails, and its retry (due at once) too: maxAttempts 2, so it fails for good
+CREATE FUNCTION pg_temp.fail_twice() RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE n integer;
+BEGIN
+    n := pg_temp.answer(500);
+    UPDATE hooks.queue SET next_attempt_at = now() WHERE status = 'retrying';
+    RETURN n + pg_temp.answer(500);
+END $$;
+
 -- P1 three times, P2 once, one event without the key: the first of each key is due, the rest
 -- of P1 wait behind it, in call order; the plain webhook is not ordered at all
 SELECT hooks.publish(format('{"event": "policy/bound", "id": "p%s", "data": {"tenantId": "acme", "policyNumber": "%s"}}',
@@ -41,19 +58,11 @@ SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', 
 SELECT * FROM q WHERE webhook_name = 'ordered';
 -- its retry succeeds: p2 is due now, p4 still waits
 UPDATE hooks.queue SET next_attempt_at = now() WHERE status = 'retrying';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 200))
-                              FROM hooks.claim('s1', 100)));
+SELECT pg_temp.answer(200);
 SELECT * FROM q WHERE webhook_name = 'ordered';
 
 -- skip: p2 fails for good (maxAttempts 2) and p4 goes
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
-UPDATE hooks.queue SET next_attempt_at = now() WHERE status = 'retrying';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
+SELECT pg_temp.fail_twice();
 SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
 SELECT count(*) AS blocked FROM hooks.blocked_keys;
 
@@ -62,13 +71,7 @@ SELECT (hooks.update_webhook(webhook_id, '{"ordering_on_failure": "block"}')).or
   FROM hooks.webhooks WHERE webhook_name = 'ordered';
 SELECT hooks.publish('{"event": "policy/renewed", "id": "p5", "data": {"tenantId": "acme", "policyNumber": "P1"}}') IS NOT NULL;
 SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
-UPDATE hooks.queue SET next_attempt_at = now() WHERE status = 'retrying';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
+SELECT pg_temp.fail_twice();
 SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
 SELECT b.order_key, e.event_key, b.error_message, b.waiting FROM hooks.blocked_keys b
   JOIN hooks.outbox o USING (delivery_id) JOIN hooks.events e USING (event_id);
@@ -83,13 +86,7 @@ SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
 -- retry_delivery sends the failed one again first: P1 unblocked, p5 still behind it
 SELECT (hooks.retry_delivery(delivery_id)).status FROM hooks.blocked_keys;
 SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
-UPDATE hooks.queue SET next_attempt_at = now() WHERE status = 'retrying';
-SELECT hooks.complete('s1', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id, 'attempt_number', attempt_number,
-                                  'lease_token', lease_token, 'status_code', 500))
-                              FROM hooks.claim('s1', 100)));
+SELECT pg_temp.fail_twice();
 -- failed again: skip_delivery lets p5 go, p4 stays failed
 SELECT regexp_replace(sqlstate_of($$SELECT hooks.skip_delivery(delivery_id) FROM hooks.deliveries d JOIN hooks.events e USING (event_id) WHERE e.event_key = 'p1' AND d.webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ordered')$$), '[0-9]+ is', 'N is');
 SELECT sqlstate_of($$SELECT hooks.skip_delivery(-1)$$);

@@ -1318,7 +1318,6 @@ DECLARE
     v_kw    bigint[];
     v_kk    text[];
     v_khead bigint[];
-    v_ids   bigint[];
 BEGIN
     IF envelopes IS NULL THEN
         SELECT array_agg(nullif(x.envelope, 'beema') ORDER BY u.i),
@@ -1378,14 +1377,16 @@ BEGIN
               FROM r
             RETURNING queue.delivery_id, queue.webhook_id, queue.order_key, queue.behind
         )
-        SELECT array_agg(q.delivery_id) FILTER (WHERE q.order_key IS NOT NULL AND NOT q.behind), count(*)
-          INTO v_ids, n
-          FROM q;
-        -- the keys that had no head: their first delivery of this call is it
-        UPDATE hooks.order_keys ok
-           SET head = q.delivery_id
-          FROM hooks.queue q
-         WHERE q.delivery_id = ANY (v_ids) AND ok.webhook_id = q.webhook_id AND ok.order_key = q.order_key;
+        , heads AS (
+            -- the keys that had no head: their first delivery of this call is it
+            UPDATE hooks.order_keys ok
+               SET head = q.delivery_id
+              FROM q
+             WHERE q.order_key IS NOT NULL AND NOT q.behind
+               AND ok.webhook_id = q.webhook_id AND ok.order_key = q.order_key
+            RETURNING 1
+        )
+        SELECT count(*) INTO n FROM q;
     END IF;
     IF n > 0 THEN
         PERFORM set_config('beema_hooks.wake_needed', 'on', true);
@@ -1970,11 +1971,13 @@ $$;
 -- The ordering key of a delivery (README, "Ordered delivery per key"): the value at the dotted
 -- `path` of its event body, as text (an object or array as its JSON text); NULL when the event
 -- has none there (the delivery is then not ordered). A value longer than 200 bytes is keyed by
--- its md5, so a key always fits the index.
+-- its md5, so a key always fits the index. One expression, so that it is inlined where it is
+-- called (a subquery here would run the SQL-function executor for every publish).
 CREATE FUNCTION hooks._order_key(body jsonb, path text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN octet_length(v) > 200 THEN 'md5:' || md5(v) ELSE v END
-      FROM (SELECT $1 #>> string_to_array($2, '.') AS v) AS k
+    SELECT CASE WHEN octet_length($1 #>> string_to_array($2, '.')) > 200
+                THEN 'md5:' || md5($1 #>> string_to_array($2, '.'))
+                ELSE $1 #>> string_to_array($2, '.') END
 $$;
 
 

@@ -88,6 +88,25 @@ async fn a_database_moves_between_flavors_and_keeps_every_row() {
     for i in 0..5 {
         db.publish(&json!({"event": "claim/opened", "id": format!("c{i}"), "data": {"tenantId": "acme", "n": i}})).await;
     }
+    // an ordered webhook: one key's head and two deliveries waiting behind it
+    let (ledger, _) = db
+        .register(&Webhook::new(
+            "ledger",
+            "acme",
+            "ledger/*",
+            "https://ledger.example/",
+        ))
+        .await;
+    c.execute(
+        "UPDATE hooks.webhooks SET ordering_key = 'data.account' WHERE webhook_id = $1",
+        &[&ledger],
+    )
+    .await
+    .expect("ordering_key");
+    for seq in 1..=3 {
+        db.publish(&json!({"event": "ledger/posted", "data": {"tenantId": "acme", "account": "A-1", "seq": seq}}))
+            .await;
+    }
     let claimed = c
         .query(
             "SELECT delivery_id, attempt_number, lease_token FROM hooks.claim('s1', 3)",
@@ -125,6 +144,10 @@ async fn a_database_moves_between_flavors_and_keeps_every_row() {
         "no multi-pattern rows to move"
     );
     assert_eq!(c_functions(&su).await, 0);
+    assert!(
+        before.iter().any(|r| r.starts_with("hooks.order_keys: ")),
+        "no ordering keys to move"
+    );
 
     // portable -> native
     move_to("native", &superuser_url);
@@ -157,8 +180,8 @@ async fn a_database_moves_between_flavors_and_keeps_every_row() {
     )
     .await;
     assert_eq!(
-        next_event, 7,
-        "event ids continue after the move (5 published, 1 watched insert)"
+        next_event, 10,
+        "event ids continue after the move (8 published, 1 watched insert)"
     );
     publishes_and_signs(&su, "after-native").await;
     c.batch_execute("INSERT INTO public.orders VALUES (2, 'acme', 20)")
@@ -212,7 +235,7 @@ async fn a_database_moves_between_flavors_and_keeps_every_row() {
     .await
     .expect("url");
     su.execute(
-        "UPDATE hooks.queue SET next_attempt_at = now() - interval '1 second'",
+        "UPDATE hooks.queue SET next_attempt_at = now() - interval '1 second' WHERE NOT behind",
         &[],
     )
     .await
@@ -234,5 +257,17 @@ async fn a_database_moves_between_flavors_and_keeps_every_row() {
     )
     .await;
     assert_eq!(failed, 0, "deliveries failed after the move");
+    let ledger_seqs: Vec<i64> = receiver
+        .requests_to("/hook")
+        .iter()
+        .map(|r| r.json())
+        .filter(|v| v["event"] == "ledger/posted")
+        .map(|v| v["data"]["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ledger_seqs,
+        vec![1, 2, 3],
+        "the ordered key, in order, after two moves"
+    );
     drop(sender);
 }

@@ -884,11 +884,14 @@ END
 $$;
 
 -- An integer setting: an admin's row in hooks.settings, else the session's (or database's)
--- setting, else the default.
+-- setting, else the default. PL/pgSQL for the reason given at hooks._may_publish (claim and
+-- complete read three to five settings per call).
 CREATE OR REPLACE FUNCTION hooks._setting_int(name text, fallback integer) RETURNS integer
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = $1),
-                    nullif(current_setting($1, true), '')::integer, $2)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN coalesce((SELECT s.value FROM hooks.settings s WHERE s.name = _setting_int.name),
+                    nullif(current_setting(_setting_int.name, true), '')::integer, fallback);
+END
 $$;
 
 
@@ -936,16 +939,21 @@ END
 $$;
 
 -- Whether role `publisher` may publish for every tenant of `tenants`: what _tenant_scope and
--- _check_publisher decide, asked in one query (publish asks it for every event).
+-- _check_publisher decide, asked in one query (publish asks it for every event). PL/pgSQL, not
+-- SQL: a SQL function with a subquery is never inlined, and the SQL-function executor parsed
+-- and planned this query again in every publishing transaction (BENCHMARKS.md, "Publish").
+-- PL/pgSQL keeps its plan for the session.
 CREATE FUNCTION hooks._may_publish(publisher name, tenants text[]) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT NOT EXISTS (
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN NOT EXISTS (
         SELECT 1 FROM unnest(tenants) AS t
          WHERE t <> coalesce(nullif(pg_catalog.current_setting('hooks.tenant_id', true), ''), t)
             OR NOT (pg_catalog.pg_has_role(publisher, (SELECT n.nspowner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER')
                     OR EXISTS (SELECT 1 FROM hooks.tenant_grants g
                                 WHERE (g.tenant_id = t OR g.tenant_id IS NULL)
-                                  AND pg_catalog.pg_has_role(publisher, pg_catalog.to_regrole(pg_catalog.quote_ident(g.role_name)), 'MEMBER'))))
+                                  AND pg_catalog.pg_has_role(publisher, pg_catalog.to_regrole(pg_catalog.quote_ident(g.role_name)), 'MEMBER'))));
+END
 $$;
 
 -- Raises 42501 unless role `publisher` may publish for every tenant of `tenants`.

@@ -100,6 +100,18 @@ SELECT (hooks.skip_delivery(d.delivery_id, 'obsolete')).error_message
  WHERE e.event_key = 'p5' AND d.webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ordered');
 SELECT * FROM q WHERE webhook_name = 'ordered' AND order_key = 'P1';
 
+-- one statement of a watched table publishes its rows' events in one call: per key, the first
+-- row's delivery is the head and the others wait behind it, in row order
+CREATE TABLE public.ledger (id int PRIMARY KEY, tenant text NOT NULL, account text);
+SELECT webhook_name, ordering_key
+  FROM hooks.create_webhook('acme', 'ledger', 'ledger/*', 'https://ledger.example/', ordering_key => 'data.record.account');
+SELECT count(*) FROM hooks.watch_table('public.ledger', tenant_column => 'tenant');
+INSERT INTO public.ledger VALUES (1, 'acme', 'L1'), (2, 'acme', 'L2'), (3, 'acme', 'L1'), (4, 'acme', 'L1');
+SELECT (e.body::jsonb)->'data'->'record'->>'id' AS row_id, o.order_key, d.next_attempt_at = 'infinity' AS waits
+  FROM hooks.deliveries d JOIN hooks.outbox o ON o.delivery_id = d.delivery_id JOIN hooks.events e ON e.event_id = d.event_id
+ WHERE d.webhook_id = (SELECT webhook_id FROM hooks.webhooks WHERE webhook_name = 'ledger')
+ ORDER BY d.delivery_id;
+
 -- a long key is keyed by its md5; an object key by its JSON text
 SELECT hooks._order_key('{"a": {"b": "x"}}', 'a.b') AS k1, hooks._order_key('{"a": {"b": {"c": 1}}}', 'a.b') AS k2,
        hooks._order_key(jsonb_build_object('a', repeat('y', 300)), 'a') AS k3, hooks._order_key('{"a": 1}', 'b') AS k4;

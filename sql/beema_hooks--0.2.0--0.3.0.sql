@@ -651,16 +651,21 @@ BEGIN
     END IF;
 
     -- Webhooks at the in-flight cap (whose due rows claims passed over) that these results
-    -- free: counted before the results are applied.
-    SELECT EXISTS (
-        SELECT 1
-          FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook) AS a(webhook_id)) AS s
-         WHERE v_cap > 0
-           AND (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
-                                       WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
-                                         AND x.next_attempt_at > now()
-                                       LIMIT v_cap) AS f) >= v_cap)
-      INTO v_freed;
+    -- free: counted before the results are applied, per webhook of the batch; not at all
+    -- while fewer than cap requests are in flight in all (as hooks._webhooks_at_cap does).
+    v_freed := false;
+    IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue y
+                              WHERE y.status = 'in_flight' AND y.next_attempt_at > now()
+                             OFFSET v_cap - 1) THEN
+        SELECT EXISTS (
+            SELECT 1
+              FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook) AS a(webhook_id)) AS s
+             WHERE (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
+                                           WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                             AND x.next_attempt_at > now()
+                                           LIMIT v_cap) AS f) >= v_cap)
+          INTO v_freed;
+    END IF;
 
     -- Final: out of the queue, fenced.
     SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),

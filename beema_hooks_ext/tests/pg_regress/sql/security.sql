@@ -14,6 +14,12 @@ UPDATE hooks.deliveries SET status = 'failed' WHERE tenant_id = 'B' AND event_id
 SELECT w.webhook_id AS b_webhook, e.event_id AS b_event, o.delivery_id AS b_delivery
   FROM hooks.webhooks w JOIN hooks.outbox o USING (webhook_id) JOIN hooks.events e USING (event_id)
  WHERE w.tenant_id = 'B' AND e.event_key = 'b2' \gset
+-- and B orders by key: a key's head, and one delivery waiting behind it
+UPDATE hooks.webhooks SET ordering_key = 'data.k' WHERE tenant_id = 'B';
+SELECT hooks.publish('{"event": "x/y", "id": "b3", "data": {"tenantId": "B", "k": "K"}}') IS NOT NULL AS b3,
+       hooks.publish('{"event": "x/y", "id": "b4", "data": {"tenantId": "B", "k": "K"}}') IS NOT NULL AS b4;
+SELECT o.delivery_id AS b_behind FROM hooks.outbox o JOIN hooks.events e USING (event_id)
+ WHERE e.event_key = 'b4' \gset
 CREATE FUNCTION pg_temp.b_rows() RETURNS text LANGUAGE sql AS $$
     SELECT md5(concat((SELECT string_agg(w::text, ',' ORDER BY webhook_id) FROM hooks.webhooks w WHERE tenant_id = 'B'),
                       (SELECT string_agg(e::text, ',' ORDER BY event_id) FROM hooks.events e WHERE tenant_id = 'B'),
@@ -60,6 +66,7 @@ SELECT left(sqlstate_of($$INSERT INTO hooks.webhooks (tenant_id, webhook_name, e
 RESET hooks.tenant_id;
 SELECT regexp_replace(f, '[0-9]+', 'N', 'g') AS call_on_b, pg_temp.outcome(f) AS result
   FROM unnest(ARRAY[format('SELECT hooks.retry_delivery(%s)', :b_delivery),
+                    format('SELECT hooks.skip_delivery(%s)', :b_behind),
                     format('SELECT hooks.replay_event(%s)', :b_event),
                     format('SELECT hooks.redeliver_failed(%s, now() - interval ''1 day'')', :b_webhook),
                     format('SELECT hooks.rotate_secret(%s)', :b_webhook),
@@ -72,7 +79,9 @@ SELECT regexp_replace(f, '[0-9]+', 'N', 'g') AS call_on_b, pg_temp.outcome(f) AS
                     $$SELECT count(*) FROM hooks.match('x/y', 'B')$$,
                     $$SELECT count(*) FROM hooks.match('{"event": "x/y", "data": {"tenantId": "B"}}'::jsonb)$$,
                     $$SELECT count(*) FROM hooks.dead_letters WHERE tenant_id = 'B'$$,
-                    $$SELECT count(*) FROM hooks.attempts WHERE tenant_id = 'B'$$]) AS f;
+                    $$SELECT count(*) FROM hooks.attempts WHERE tenant_id = 'B'$$,
+                    $$SELECT count(*) FROM hooks.order_keys WHERE tenant_id = 'B'$$,
+                    $$SELECT count(*) FROM hooks.blocked_keys WHERE tenant_id = 'B'$$]) AS f;
 -- grants: A's admin grants A, not B and not every tenant, and sees the grants of A only
 SELECT hooks.grant_tenant('regress_publisher_a', 'A') AS grants_a;
 SELECT left(sqlstate_of($$SELECT hooks.grant_tenant('regress_publisher_a', 'B')$$), 5) AS grants_b,
@@ -82,6 +91,7 @@ SELECT left(sqlstate_of($$SELECT hooks.grant_tenant('regress_publisher_a', 'B')$
 SELECT role_name, tenant_id, granted_by FROM hooks.tenant_grants ORDER BY 1, 2;
 RESET ROLE;
 SELECT pg_temp.b_rows() = :'b_before' AS b_unchanged,
+       (SELECT count(*) FROM hooks.order_keys WHERE tenant_id = 'B') AS b_order_keys,
        (SELECT count(*) FROM hooks.dead_letters WHERE tenant_id = 'B') AS b_dead_letters,
        (SELECT count(*) FROM hooks.match('x/y', 'B')) AS b_matches;
 

@@ -1187,9 +1187,11 @@ END
 $$;
 
 -- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
--- every sender at `at`. Empty when there is no cap, or fewer leases than that in all. Runs
--- under hooks.claim's planner settings.
-CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
+-- every sender at `at`; with `among`, only those of these webhooks (each counted up to cap).
+-- Empty when there is no cap, or fewer leases than that in all. Runs under hooks.claim's (or
+-- hooks.complete's) planner settings.
+CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz, among bigint[] DEFAULT NULL)
+RETURNS bigint[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_full bigint[] := '{}';
@@ -1197,12 +1199,21 @@ BEGIN
     IF cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue x  -- at least cap in flight at all
                             WHERE x.status = 'in_flight' AND x.next_attempt_at > at
                            OFFSET cap - 1) THEN
-        SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
-          FROM (SELECT x.webhook_id
-                  FROM hooks.queue x
-                 WHERE x.status = 'in_flight' AND x.next_attempt_at > at
-                 GROUP BY x.webhook_id
-                HAVING count(*) >= cap) AS b;
+        IF among IS NULL THEN
+            SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
+              FROM (SELECT x.webhook_id
+                      FROM hooks.queue x
+                     WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                     GROUP BY x.webhook_id
+                    HAVING count(*) >= cap) AS b;
+        ELSE
+            SELECT coalesce(array_agg(s.webhook_id), '{}') INTO v_full
+              FROM (SELECT DISTINCT a.webhook_id FROM unnest(among) AS a(webhook_id)) AS s
+             WHERE (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
+                                           WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                             AND x.next_attempt_at > at
+                                           LIMIT cap) AS f) >= cap;
+        END IF;
     END IF;
     RETURN v_full;
 END
@@ -1669,21 +1680,8 @@ BEGIN
     END IF;
 
     -- Webhooks at the in-flight cap (whose due rows claims passed over) that these results
-    -- free: counted before the results are applied, per webhook of the batch; not at all
-    -- while fewer than cap requests are in flight in all (as hooks._webhooks_at_cap does).
-    v_freed := false;
-    IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue y
-                              WHERE y.status = 'in_flight' AND y.next_attempt_at > now()
-                             OFFSET v_cap - 1) THEN
-        SELECT EXISTS (
-            SELECT 1
-              FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook) AS a(webhook_id)) AS s
-             WHERE (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
-                                           WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
-                                             AND x.next_attempt_at > now()
-                                           LIMIT v_cap) AS f) >= v_cap)
-          INTO v_freed;
-    END IF;
+    -- free: counted before the results are applied.
+    v_freed := cardinality(hooks._webhooks_at_cap(v_cap, now(), v_webhook)) > 0;
 
     -- Final: out of the queue, fenced.
     SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),

@@ -651,21 +651,8 @@ BEGIN
     END IF;
 
     -- Webhooks at the in-flight cap (whose due rows claims passed over) that these results
-    -- free: counted before the results are applied, per webhook of the batch; not at all
-    -- while fewer than cap requests are in flight in all (as hooks._webhooks_at_cap does).
-    v_freed := false;
-    IF v_cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue y
-                              WHERE y.status = 'in_flight' AND y.next_attempt_at > now()
-                             OFFSET v_cap - 1) THEN
-        SELECT EXISTS (
-            SELECT 1
-              FROM (SELECT DISTINCT a.webhook_id FROM unnest(v_webhook) AS a(webhook_id)) AS s
-             WHERE (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
-                                           WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
-                                             AND x.next_attempt_at > now()
-                                           LIMIT v_cap) AS f) >= v_cap)
-          INTO v_freed;
-    END IF;
+    -- free: counted before the results are applied.
+    v_freed := cardinality(hooks._webhooks_at_cap(v_cap, now(), v_webhook)) > 0;
 
     -- Final: out of the queue, fenced.
     SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
@@ -1643,8 +1630,11 @@ $$;
 
 
 -- The webhooks with hooks.max_in_flight_per_webhook (cap) requests in flight: live leases of
--- every sender at `at`. Empty when there is no cap, or fewer leases than that in all.
-CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz) RETURNS bigint[]
+-- every sender at `at`; with `among`, only those of these webhooks (each counted up to cap).
+-- Empty when there is no cap, or fewer leases than that in all. Runs under hooks.claim's (or
+-- hooks.complete's) planner settings.
+CREATE FUNCTION hooks._webhooks_at_cap(cap integer, at timestamptz, among bigint[] DEFAULT NULL)
+RETURNS bigint[]
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_full bigint[] := '{}';
@@ -1652,12 +1642,21 @@ BEGIN
     IF cap > 0 AND EXISTS (SELECT 1 FROM hooks.queue x  -- at least cap in flight at all
                             WHERE x.status = 'in_flight' AND x.next_attempt_at > at
                            OFFSET cap - 1) THEN
-        SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
-          FROM (SELECT x.webhook_id
-                  FROM hooks.queue x
-                 WHERE x.status = 'in_flight' AND x.next_attempt_at > at
-                 GROUP BY x.webhook_id
-                HAVING count(*) >= cap) AS b;
+        IF among IS NULL THEN
+            SELECT coalesce(array_agg(b.webhook_id), '{}') INTO v_full
+              FROM (SELECT x.webhook_id
+                      FROM hooks.queue x
+                     WHERE x.status = 'in_flight' AND x.next_attempt_at > at
+                     GROUP BY x.webhook_id
+                    HAVING count(*) >= cap) AS b;
+        ELSE
+            SELECT coalesce(array_agg(s.webhook_id), '{}') INTO v_full
+              FROM (SELECT DISTINCT a.webhook_id FROM unnest(among) AS a(webhook_id)) AS s
+             WHERE (SELECT count(*) FROM (SELECT 1 FROM hooks.queue x
+                                           WHERE x.webhook_id = s.webhook_id AND x.status = 'in_flight'
+                                             AND x.next_attempt_at > at
+                                           LIMIT cap) AS f) >= cap;
+        END IF;
     END IF;
     RETURN v_full;
 END
@@ -1856,9 +1855,9 @@ BEGIN
         PERFORM hooks._finish(v_held, 'cancelled', NULL, NULL, v_held_why);
     END IF;
     DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
-    -- Ordering keys: a head that ended without its key being settled (never expected; a safety
-    -- net) is settled now, and keys idle since the cutoff are forgotten (a publisher holding
-    -- one is skipped).
+    -- Ordering keys: a head that left the queue without its key being settled (an admin's
+    -- DELETE from hooks.queue bypasses the state machine) is settled now, and keys idle since
+    -- the cutoff are forgotten (a publisher holding one is skipped).
     SELECT array_agg(k.webhook_id), array_agg(k.order_key), array_agg(k.head)
       INTO v_kw, v_kk, v_kd
       FROM hooks.order_keys k

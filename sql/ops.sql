@@ -818,9 +818,9 @@ BEGIN
         PERFORM hooks._finish(v_held, 'cancelled', NULL, NULL, v_held_why);
     END IF;
     DELETE FROM hooks.watched_tables x WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = x.table_name);
-    -- Ordering keys: a head that ended without its key being settled (never expected; a safety
-    -- net) is settled now, and keys idle since the cutoff are forgotten (a publisher holding
-    -- one is skipped).
+    -- Ordering keys: a head that left the queue without its key being settled (an admin's
+    -- DELETE from hooks.queue bypasses the state machine) is settled now, and keys idle since
+    -- the cutoff are forgotten (a publisher holding one is skipped).
     SELECT array_agg(k.webhook_id), array_agg(k.order_key), array_agg(k.head)
       INTO v_kw, v_kk, v_kd
       FROM hooks.order_keys k

@@ -286,20 +286,20 @@ async fn handle(
                 .filter(|x| x.path == path && x.header("webhook-id") == id)
                 .count()
         });
+        let body = st
+            .requests
+            .last()
+            .map(|r| r.body.clone())
+            .unwrap_or_default();
         let by_body = st.body_rules.get(&path).and_then(|rules| {
-            let body = st
-                .requests
-                .last()
-                .map(|r| r.body.clone())
-                .unwrap_or_default();
             rules
                 .iter()
                 .find(|(needle, _)| body.windows(needle.len()).any(|w| w == needle.as_bytes()))
                 .map(|(_, reply)| reply.clone())
         });
-        match st.behaviours.get_mut(&path) {
-            _ if by_body.is_some() => by_body.unwrap(),
-            Some(b) => match &b.per_delivery {
+        match (by_body, st.behaviours.get_mut(&path)) {
+            (Some(reply), _) => reply,
+            (None, Some(b)) => match &b.per_delivery {
                 Some((n, first)) if seen <= *n => first.clone(),
                 _ => b
                     .sequence
@@ -307,7 +307,7 @@ async fn handle(
                     .or_else(|| b.default.clone())
                     .unwrap_or_else(Reply::ok),
             },
-            None => Reply::ok(),
+            (None, None) => Reply::ok(),
         }
     };
     if !reply.delay.is_zero() {

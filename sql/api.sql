@@ -377,14 +377,14 @@ BEGIN
                g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
                CASE WHEN g.status = 'success' THEN now() END
           FROM gone g
-        RETURNING delivery_id
     )
-    SELECT coalesce(array_agg(ended.delivery_id), '{}'),
+    -- (every row of gone is inserted by ended, which runs whether or not it is read)
+    SELECT coalesce(array_agg(g.delivery_id), '{}'),
            array_agg(g.webhook_id) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind),
            array_agg(g.order_key) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind),
            array_agg(g.delivery_id) FILTER (WHERE g.order_key IS NOT NULL AND NOT g.behind)
       INTO v_ended, v_order_w, v_order_k, v_order_d
-      FROM ended JOIN gone g ON g.delivery_id = ended.delivery_id;
+      FROM gone g;
     -- ordered deliveries that ended: the next of their key may go (or, failed, block it)
     IF v_order_d IS NOT NULL THEN
         PERFORM hooks._order_settle(v_order_w, v_order_k, v_order_d);
@@ -1240,8 +1240,10 @@ LANGUAGE sql STABLE AS $$
                q.next_attempt_at, greatest(max_cool - q.breaker_held_ms, 0) AS hold_left_ms
           FROM hooks.queue q
          WHERE q.delivery_id = ANY (ids)
-    ), busy AS (
-        -- read after taking the claim locks, so it includes every other claim
+    ), busy AS MATERIALIZED (
+        -- read after taking the claim locks, so it includes every other claim; counted once per
+        -- webhook (not materialized, it was counted again for every row of the plan: 2.7 ms of
+        -- a claim of 64 in COST, BENCHMARKS.md "Claims at the cap"; pg_regress plans)
         SELECT x.webhook_id, count(*) AS n
           FROM hooks.queue x
          WHERE cap > 0 AND x.webhook_id = ANY (mine)
@@ -1402,27 +1404,33 @@ BEGIN
             )
             SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
         ELSE
-            -- the window: the oldest v_scan due rows, read once in due order, those of webhooks
-            -- not at the cap kept; only these are then locked (by primary key). (Written as a
-            -- test `delivery_id = ANY (the window's ids)` on the due scan, the scan read every
-            -- due row and compared each with the whole window: a claim that found nothing read
-            -- 41,980 rows of 20,000 due and took 8 ms; pg_regress plans, BENCHMARKS.md "Claims
-            -- at the cap".)
+            -- the window: the oldest v_scan due rows, read in due order, those of webhooks not
+            -- at the cap kept; each then locked by primary key, in that order, until max_rows
+            -- are locked (the window is read only that far). (Written as a test `delivery_id =
+            -- ANY (the window's ids)` on the due scan, the scan read every due row and compared
+            -- each with the whole window: a claim that found nothing read 41,980 rows of 20,000
+            -- due and took 8 ms; written as one locking join of the window, it read every row of
+            -- the window again and sorted them before locking 64: BENCHMARKS.md "Claims at the
+            -- cap"; pg_regress plans.)
             WITH win AS MATERIALIZED (
-                SELECT w.delivery_id, w.next_attempt_at
-                  FROM (SELECT x.delivery_id, x.webhook_id, x.next_attempt_at
+                SELECT w.delivery_id
+                  FROM (SELECT x.delivery_id, x.webhook_id
                           FROM hooks.queue x
                          WHERE x.next_attempt_at <= v_now
                          ORDER BY x.next_attempt_at LIMIT v_scan) AS w
                  WHERE w.webhook_id <> ALL (v_full)
             ), due AS (
-                SELECT q.delivery_id, q.webhook_id
-                  FROM win JOIN hooks.queue q ON q.delivery_id = win.delivery_id
-                 WHERE q.next_attempt_at <= v_now
-                   AND q.webhook_id <> ALL (v_full)
-                 ORDER BY win.next_attempt_at
+                -- (no ORDER BY: the rows come in the window's order, and sorting them would read
+                -- the whole window)
+                SELECT l.delivery_id, l.webhook_id
+                  FROM win CROSS JOIN LATERAL (
+                           SELECT q.delivery_id, q.webhook_id
+                             FROM hooks.queue q
+                            WHERE q.delivery_id = win.delivery_id
+                              AND q.next_attempt_at <= v_now
+                              AND q.webhook_id <> ALL (v_full)
+                              FOR UPDATE SKIP LOCKED) AS l
                  LIMIT max_rows
-                   FOR UPDATE OF q SKIP LOCKED
             )
             SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
         END IF;

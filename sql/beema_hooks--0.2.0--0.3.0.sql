@@ -426,29 +426,37 @@ BEGIN
               INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
               FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
 
+            -- (Each step below runs only when it has rows: starting a statement's plan costs
+            -- more than running it on nothing, BENCHMARKS.md "Claims at the cap, continued".)
             -- Leases that ran out were attempts whose sender never reported: logged.
-            INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
-            SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
-                   'lease_expired', 'lease expired before the sender reported a result'
-              FROM hooks.queue q
-             WHERE q.delivery_id = ANY (v_expired);
+            IF v_expired IS NOT NULL THEN
+                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+                SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
+                       'lease_expired', 'lease expired before the sender reported a result'
+                  FROM hooks.queue q
+                 WHERE q.delivery_id = ANY (v_expired);
+            END IF;
             -- Disabled webhooks' rows are cancelled; an expired lease that was the last attempt fails.
-            PERFORM hooks._finish(v_end, NULL,
-                                  ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
-                                          FROM unnest(v_end_action) AS a),
-                                  NULL, v_end_note);
+            IF v_end IS NOT NULL THEN
+                PERFORM hooks._finish(v_end, NULL,
+                                      ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
+                                              FROM unnest(v_end_action) AS a),
+                                      NULL, v_end_note);
+            END IF;
             -- Held back by the breaker: out of the due range until it may go; of a webhook whose
             -- disabling holds its queue: until it is enabled ('infinity'). An expired lease
             -- becomes retrying.
-            UPDATE hooks.queue q
-               SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
-                   next_attempt_at = w.until,
-                   breaker_held_ms = q.breaker_held_ms
-                                     + CASE WHEN isfinite(w.until) THEN ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint ELSE 0 END,
-                   lease_owner = NULL,
-                   updated_at = now()
-              FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
-             WHERE q.delivery_id = w.delivery_id;
+            IF v_wait IS NOT NULL THEN
+                UPDATE hooks.queue q
+                   SET status = CASE WHEN q.status = 'in_flight' THEN 'retrying' ELSE q.status END,
+                       next_attempt_at = w.until,
+                       breaker_held_ms = q.breaker_held_ms
+                                         + CASE WHEN isfinite(w.until) THEN ceil(extract(epoch FROM w.until - v_now) * 1000)::bigint ELSE 0 END,
+                       lease_owner = NULL,
+                       updated_at = now()
+                  FROM unnest(v_wait, v_wait_until) AS w(delivery_id, until)
+                 WHERE q.delivery_id = w.delivery_id;
+            END IF;
             -- The byte budget: the rows to claim, in the order they were due, while their event
             -- bodies add up to at most max_bytes; the first one in any case. The others stay as
             -- they are (unlocked at commit) for a later claim.
@@ -671,23 +679,26 @@ BEGIN
                             coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token);
 
     -- Retrying: due again after the backoff (or Retry-After), with this attempt's result, fenced.
-    WITH retried AS (
-        UPDATE hooks.queue q
-           SET status = 'retrying',
-               next_attempt_at = now() + a.delay * interval '1 millisecond',
-               status_code = a.status_code,
-               response_body = a.body,
-               error_message = a.err,
-               lease_owner = NULL,
-               updated_at = now()
-          FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body, v_attempt, v_token)
-               AS a(delivery_id, next, delay, status_code, err, body, attempt_number, lease_token)
-         WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying'
-           AND hooks._holds_lease(q.status, q.lease_owner, q.attempt_number, q.lease_token,
-                                  v_sender, a.attempt_number, a.lease_token)
-        RETURNING q.delivery_id
-    )
-    SELECT v_held || coalesce(array_agg(retried.delivery_id), '{}') INTO v_held FROM retried;
+    -- (only when there are such: see hooks.claim)
+    IF 'retrying' = ANY (v_next) THEN
+        WITH retried AS (
+            UPDATE hooks.queue q
+               SET status = 'retrying',
+                   next_attempt_at = now() + a.delay * interval '1 millisecond',
+                   status_code = a.status_code,
+                   response_body = a.body,
+                   error_message = a.err,
+                   lease_owner = NULL,
+                   updated_at = now()
+              FROM unnest(v_id, v_next, v_delay, v_code, v_err, v_body, v_attempt, v_token)
+                   AS a(delivery_id, next, delay, status_code, err, body, attempt_number, lease_token)
+             WHERE q.delivery_id = a.delivery_id AND a.next = 'retrying'
+               AND hooks._holds_lease(q.status, q.lease_owner, q.attempt_number, q.lease_token,
+                                      v_sender, a.attempt_number, a.lease_token)
+            RETURNING q.delivery_id
+        )
+        SELECT v_held || coalesce(array_agg(retried.delivery_id), '{}') INTO v_held FROM retried;
+    END IF;
     v_applied := cardinality(v_held);
     SELECT array_agg(a.delivery_id = ANY (v_held) ORDER BY a.i) INTO v_holds
       FROM unnest(v_id) WITH ORDINALITY AS a(delivery_id, i);

@@ -28,6 +28,17 @@ use crate::store::Store;
 /// one started, or at once when that took longer.
 pub const LINGER_LOOK: Duration = Duration::from_millis(1);
 
+/// A lingering look that found nothing while at least this many of the sender's requests were
+/// in flight is followed by a slower one ([`BUSY_LINGER_LOOK`]): rows due then are mostly held
+/// back by the per-webhook in-flight cap, which only results free (written every few
+/// milliseconds), and a look at them reads a window of the due rows, not one probe
+/// (BENCHMARKS.md, "Claims at the cap, continued"). Few requests in flight (a sender keeping up
+/// with its events) keep the 1 ms looks.
+pub const BUSY_IN_FLIGHT: usize = 16;
+
+/// The wait before the next look after an empty one with [`BUSY_IN_FLIGHT`] requests in flight.
+pub const BUSY_LINGER_LOOK: Duration = Duration::from_millis(4);
+
 /// What the worker needs to know.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
@@ -57,6 +68,16 @@ enum TaskEnd {
     },
     /// Stopped before it finished; to be released.
     Unfinished(DeliveryKey),
+}
+
+/// How long after a lingering look that claimed `claimed` rows the next one starts, with
+/// `in_flight` requests running.
+fn linger_look(claimed: usize, in_flight: usize) -> Duration {
+    if claimed == 0 && in_flight >= BUSY_IN_FLIGHT {
+        BUSY_LINGER_LOOK
+    } else {
+        LINGER_LOOK
+    }
 }
 
 /// Claims deliveries and runs them.
@@ -162,7 +183,7 @@ impl Worker {
                             // Awake in the database, so publishers do not notify: look again
                             // shortly. The first look after the linger time goes idle.
                             want_claim = false;
-                            look_at = Some(started + LINGER_LOOK);
+                            look_at = Some(started + linger_look(n, self.tasks.len()));
                         } else {
                             // The queue is empty and this sender is now marked idle, so
                             // publishers notify again.
@@ -406,5 +427,22 @@ impl Worker {
             .with_label_values(&["released"])
             .inc_by(self.unfinished.len() as u64);
         std::mem::take(&mut self.unfinished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lingering_looks_slow_down_only_when_empty_with_many_requests_in_flight() {
+        let ms = |claimed, in_flight| linger_look(claimed, in_flight).as_millis();
+        // nothing claimed, 16 or more in flight: rows held back by the cap, look in 4 ms
+        assert_eq!(ms(0, 16), 4);
+        assert_eq!(ms(0, 64), 4);
+        // rows claimed, or few in flight (a sender keeping up with its events): 1 ms
+        assert_eq!(ms(1, 64), 1);
+        assert_eq!(ms(0, 15), 1);
+        assert_eq!(ms(0, 0), 1);
     }
 }

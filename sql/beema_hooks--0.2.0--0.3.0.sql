@@ -298,7 +298,7 @@ DECLARE
     v_last_full timestamptz;
     v_ids       bigint[];
     v_end       bigint[];
-    v_end_action text[];
+    v_end_status text[];
     v_end_note  text[];
     v_wait      bigint[];
     v_wait_until timestamptz[];
@@ -396,8 +396,7 @@ BEGIN
                            SELECT q.delivery_id, q.webhook_id
                              FROM hooks.queue q
                             WHERE q.delivery_id = win.delivery_id
-                              AND q.next_attempt_at <= v_now
-                              AND q.webhook_id <> ALL (v_full)
+                              AND q.next_attempt_at <= v_now  -- (tested again once locked)
                               FOR UPDATE SKIP LOCKED) AS l
                  LIMIT max_rows
             )
@@ -417,17 +416,18 @@ BEGIN
             -- What to do with each locked row (hooks._claim_plan), then each transition.
             SELECT array_agg(p.delivery_id) FILTER (WHERE p.action = 'claim'),
                    array_agg(p.delivery_id) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
-                   array_agg(p.action) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
+                   array_agg(CASE p.action WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END)
+                       FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.note) FILTER (WHERE p.action IN ('cancel', 'exhaust')),
                    array_agg(p.delivery_id) FILTER (WHERE p.action IN ('wait', 'park')),
                    array_agg(p.held_until) FILTER (WHERE p.action IN ('wait', 'park')),
                    array_agg(p.delivery_id) FILTER (WHERE p.expired),
                    count(*) FILTER (WHERE p.action IN ('cancel', 'exhaust', 'wait', 'park'))
-              INTO v_ids, v_end, v_end_action, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
+              INTO v_ids, v_end, v_end_status, v_end_note, v_wait, v_wait_until, v_expired, v_skipped
               FROM hooks._claim_plan(v_cand, v_cand_wh, v_mine, v_cap, v_threshold, v_max_cool, v_now) AS p;
 
-            -- (Each step below runs only when it has rows: starting a statement's plan costs
-            -- more than running it on nothing, BENCHMARKS.md "Claims at the cap, continued".)
+            -- (The statements below run only when they have rows: starting a statement's plan
+            -- costs more than running it on nothing, BENCHMARKS.md "Claims at the cap, continued".)
             -- Leases that ran out were attempts whose sender never reported: logged.
             IF v_expired IS NOT NULL THEN
                 INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
@@ -437,12 +437,8 @@ BEGIN
                  WHERE q.delivery_id = ANY (v_expired);
             END IF;
             -- Disabled webhooks' rows are cancelled; an expired lease that was the last attempt fails.
-            IF v_end IS NOT NULL THEN
-                PERFORM hooks._finish(v_end, NULL,
-                                      ARRAY(SELECT CASE a WHEN 'cancel' THEN 'cancelled' ELSE 'failed' END
-                                              FROM unnest(v_end_action) AS a),
-                                      NULL, v_end_note);
-            END IF;
+            -- (hooks._finish returns at once when there are none)
+            PERFORM hooks._finish(v_end, NULL, v_end_status, NULL, v_end_note);
             -- Held back by the breaker: out of the due range until it may go; of a webhook whose
             -- disabling holds its queue: until it is enabled ('infinity'). An expired lease
             -- becomes retrying.

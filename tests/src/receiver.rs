@@ -286,12 +286,8 @@ async fn handle(
                 .filter(|x| x.path == path && x.header("webhook-id") == id)
                 .count()
         });
-        let body = st
-            .requests
-            .last()
-            .map(|r| r.body.clone())
-            .unwrap_or_default();
         let by_body = st.body_rules.get(&path).and_then(|rules| {
+            let body = last.map_or(&[][..], |r| &r.body[..]);
             rules
                 .iter()
                 .find(|(needle, _)| body.windows(needle.len()).any(|w| w == needle.as_bytes()))

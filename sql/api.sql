@@ -337,13 +337,15 @@ $$;
 -- `statuses` is NULL; a NULL array of status codes or of response bodies keeps the last
 -- failed attempt's (a cancel, or a lease that ran out). With `fence_sender`, a delivery ends
 -- only while it still holds the lease of `fence_attempts`/`fence_tokens` (hooks._holds_lease),
--- checked on the row as it is when deleted (a concurrent claim that took it over wins).
+-- checked on the row as it is when deleted (a concurrent claim that took it over wins); the
+-- delivery then ends by that sender's result, and the outcome row keeps the attempt (its id
+-- in the attempt log, the sender, `durations`: hooks.attempts shows it).
 -- An ordered delivery that ends lets the next of its key go (hooks._order_settle).
 -- Returns the ids of the deliveries that ended.
 CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
                               errors text[], response_bodies text[] DEFAULT NULL,
                               fence_sender text DEFAULT NULL, fence_attempts integer[] DEFAULT NULL,
-                              fence_tokens bigint[] DEFAULT NULL)
+                              fence_tokens bigint[] DEFAULT NULL, durations integer[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -356,8 +358,10 @@ BEGIN
         RETURN '{}';
     END IF;
     WITH f AS (
-        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies, fence_attempts, fence_tokens)
-                 AS f(delivery_id, status, status_code, error_message, response_body, attempt_number, lease_token)
+        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies, fence_attempts, fence_tokens,
+                             durations)
+                 AS f(delivery_id, status, status_code, error_message, response_body, attempt_number, lease_token,
+                      duration_ms)
     ), gone AS (
         DELETE FROM hooks.queue q USING f
          WHERE q.delivery_id = f.delivery_id
@@ -368,14 +372,16 @@ BEGIN
                   q.breaker_held_ms, q.order_key, q.behind, coalesce(f.status, _finish.status) AS status,
                   CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
                   CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
-                  f.error_message
+                  f.error_message, f.duration_ms
     ), ended AS (
         INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
                                     status_code, response_body, error_message, lease_token,
-                                    breaker_held_ms, delivered_at)
+                                    breaker_held_ms, delivered_at, attempt_id, sender_id, duration_ms)
         SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
                g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
-               CASE WHEN g.status = 'success' THEN now() END
+               CASE WHEN g.status = 'success' THEN now() END,
+               CASE WHEN fence_sender IS NOT NULL THEN nextval('hooks.attempt_log_attempt_id_seq') END,
+               fence_sender, g.duration_ms
           FROM gone g
     )
     -- (every row of gone is inserted by ended, which runs whether or not it is read)
@@ -391,6 +397,20 @@ BEGIN
     END IF;
     RETURN v_ended;
 END
+$$;
+
+-- The attempts that ended the finished deliveries `ids`, kept in their outcome rows (hooks._finish),
+-- copied into the attempt log as hooks.attempts shows them: called before those rows are
+-- deleted (hooks._requeue) or changed (hooks._deliveries_update), so that the log keeps them.
+CREATE FUNCTION hooks._log_final_attempts(ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO hooks.attempt_log (attempt_id, delivery_id, webhook_id, tenant_id, attempt_number,
+                                   sender_id, outcome, status_code, error_message, duration_ms, created_at)
+    SELECT a.attempt_id, a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number,
+           a.sender_id, a.outcome, a.status_code, a.error_message, a.duration_ms, a.created_at
+      FROM hooks.outcomes f
+      JOIN hooks.attempts a ON a.delivery_id = f.delivery_id AND a.attempt_id = f.attempt_id
+     WHERE f.delivery_id = ANY (ids) AND f.attempt_id IS NOT NULL;
 $$;
 
 -- Queues finished or waiting deliveries again from the start: pending, due now, attempt 0,
@@ -414,6 +434,7 @@ BEGIN
            updated_at = now()
      WHERE q.delivery_id = ANY (ids) AND q.status IN ('pending', 'retrying');
     GET DIAGNOSTICS m = ROW_COUNT;
+    PERFORM hooks._log_final_attempts(ids);
     WITH back AS (
         DELETE FROM hooks.outcomes f WHERE f.delivery_id = ANY (ids)
         RETURNING f.delivery_id, f.webhook_id, f.tenant_id, f.lease_token
@@ -560,7 +581,7 @@ DECLARE
 BEGIN
     DELETE FROM hooks.queue q USING gone g WHERE q.delivery_id = g.delivery_id;
     DELETE FROM hooks.outcomes f USING gone g WHERE f.delivery_id = g.delivery_id;
-    DELETE FROM hooks.attempts a USING gone g WHERE a.delivery_id = g.delivery_id;
+    DELETE FROM hooks.attempt_log a USING gone g WHERE a.delivery_id = g.delivery_id;
     -- a deleted delivery that was its ordering key's head: the next of the key goes
     SELECT array_agg(g.webhook_id), array_agg(g.order_key), array_agg(g.delivery_id) INTO v_w, v_k, v_d
       FROM gone g
@@ -616,6 +637,24 @@ CREATE TRIGGER deliveries_insert
     INSTEAD OF INSERT ON hooks.deliveries
     FOR EACH ROW EXECUTE FUNCTION hooks._deliveries_insert();
 
+-- An INSERT into the view hooks.attempts (a DBA's or an old script's) goes into the attempt log.
+CREATE FUNCTION hooks._attempts_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hooks.attempt_log (attempt_id, delivery_id, webhook_id, tenant_id, attempt_number,
+                                   sender_id, outcome, status_code, error_message, duration_ms, created_at)
+    VALUES (coalesce(NEW.attempt_id, nextval('hooks.attempt_log_attempt_id_seq')), NEW.delivery_id,
+            NEW.webhook_id, NEW.tenant_id, NEW.attempt_number, NEW.sender_id, NEW.outcome,
+            NEW.status_code, NEW.error_message, NEW.duration_ms, coalesce(NEW.created_at, now()))
+    RETURNING attempt_id, created_at INTO NEW.attempt_id, NEW.created_at;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER attempts_insert
+    INSTEAD OF INSERT ON hooks.attempts
+    FOR EACH ROW EXECUTE FUNCTION hooks._attempts_insert();
+
 -- An UPDATE of the view hooks.deliveries: the row ends up with exactly the values set, as in a
 -- table; a status that crosses between live and final moves the delivery through the state
 -- machine (hooks._finish, hooks._requeue) first. Its id, webhook, event and tenant are fixed.
@@ -649,12 +688,13 @@ BEGIN
                error_message = NEW.error_message, updated_at = NEW.updated_at
          WHERE q.delivery_id = OLD.delivery_id;
     ELSE
+        PERFORM hooks._log_final_attempts(ARRAY[OLD.delivery_id]);
         UPDATE hooks.outcomes f
            SET status = NEW.status, attempt_number = NEW.attempt_number,
                lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
                status_code = NEW.status_code, response_body = NEW.response_body,
                error_message = NEW.error_message, delivered_at = NEW.delivered_at,
-               updated_at = NEW.updated_at
+               updated_at = NEW.updated_at, attempt_id = NULL, sender_id = NULL, duration_ms = NULL
          WHERE f.delivery_id = OLD.delivery_id;
     END IF;
     RETURN NEW;
@@ -1461,7 +1501,7 @@ BEGIN
             -- costs more than running it on nothing, BENCHMARKS.md "Claims at the cap, continued".)
             -- Leases that ran out were attempts whose sender never reported: logged.
             IF v_expired IS NOT NULL THEN
-                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+                INSERT INTO hooks.attempt_log (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
                 SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
                        'lease_expired', 'lease expired before the sender reported a result'
                   FROM hooks.queue q
@@ -1584,7 +1624,7 @@ END
 $$;
 
 -- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
--- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
+-- Each result is logged (hooks.attempts); it changes its delivery only while sender_id still
 -- holds that lease (hooks._holds_lease, checked by the DELETE and UPDATE that apply it: no row
 -- is locked before; a result that lost its lease is logged lease_lost). What a result leads to
 -- is hooks._outcome's rule: 2xx -> success; 410 -> failed and the webhook disabled; the last
@@ -1644,6 +1684,8 @@ DECLARE
     v_fin_body  text[];
     v_fin_attempt integer[];
     v_fin_token bigint[];
+    v_fin_dur   integer[];
+    v_ended     bigint[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -1695,15 +1737,16 @@ BEGIN
     -- free: counted before the results are applied.
     v_freed := cardinality(hooks._webhooks_at_cap(v_cap, now(), v_webhook)) > 0;
 
-    -- Final: out of the queue, fenced.
+    -- Final: out of the queue, fenced; the outcome row keeps the attempt.
     SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
-           array_agg(a.body), array_agg(a.attempt_number), array_agg(a.lease_token)
-      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body, v_fin_attempt, v_fin_token
-      FROM unnest(v_id, v_next, v_code, v_err, v_body, v_attempt, v_token)
-           AS a(delivery_id, next, status_code, err, body, attempt_number, lease_token)
+           array_agg(a.body), array_agg(a.attempt_number), array_agg(a.lease_token), array_agg(a.duration_ms)
+      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body, v_fin_attempt, v_fin_token, v_fin_dur
+      FROM unnest(v_id, v_next, v_code, v_err, v_body, v_attempt, v_token, v_duration)
+           AS a(delivery_id, next, status_code, err, body, attempt_number, lease_token, duration_ms)
      WHERE a.next IN ('success', 'failed', 'cancelled');
-    v_held := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
-                            coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token);
+    v_ended := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
+                             coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token, v_fin_dur);
+    v_held := v_ended;
 
     -- Retrying: due again after the backoff (or Retry-After), with this attempt's result, fenced.
     -- (only when there are such: see hooks.claim)
@@ -1730,14 +1773,19 @@ BEGIN
     SELECT array_agg(a.delivery_id = ANY (v_held) ORDER BY a.i) INTO v_holds
       FROM unnest(v_id) WITH ORDINALITY AS a(delivery_id, i);
 
-    -- Every result is logged; one that no longer held its lease as lease_lost.
-    INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
-                                status_code, error_message, duration_ms)
-    SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
-           CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
-           a.status_code, a.err, a.duration_ms
-      FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
-           AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok);
+    -- Every result is logged (hooks.attempts): one that ended its delivery in its outcome row
+    -- (above), the others in the attempt log; one that no longer held its lease as lease_lost.
+    -- (only when there are such: a batch of successes writes no log row)
+    IF cardinality(v_ended) < cardinality(v_id) THEN
+        INSERT INTO hooks.attempt_log (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
+                                       status_code, error_message, duration_ms)
+        SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
+               CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
+               a.status_code, a.err, a.duration_ms
+          FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
+               AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok)
+         WHERE a.delivery_id <> ALL (v_ended);
+    END IF;
 
     WITH per_webhook AS (
         SELECT a.webhook_id, bool_or(a.ok) AS any_ok, count(*) FILTER (WHERE NOT a.ok) AS failures,

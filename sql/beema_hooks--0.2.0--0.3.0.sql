@@ -29,6 +29,14 @@ DROP VIEW hooks.delivery_log;
 DROP FUNCTION hooks.retry_delivery(bigint);
 -- (attempts are now deleted with their delivery by the trigger outbox_after_delete)
 ALTER TABLE hooks.attempts DROP CONSTRAINT attempts_delivery_id_fkey;
+-- The attempt log keeps its rows, renamed hooks.attempt_log; hooks.attempts becomes a view of
+-- it and of the final attempts that hooks.outcomes now keeps (created below, after the table).
+ALTER TABLE hooks.attempts RENAME TO attempt_log;
+ALTER SEQUENCE hooks.attempts_attempt_id_seq RENAME TO attempt_log_attempt_id_seq;
+ALTER INDEX hooks.attempts_pkey RENAME TO attempt_log_pkey;
+ALTER INDEX hooks.attempts_delivery_idx RENAME TO attempt_log_delivery_idx;
+ALTER INDEX hooks.attempts_webhook_idx RENAME TO attempt_log_webhook_idx;
+ALTER TABLE hooks.attempt_log RENAME CONSTRAINT attempts_outcome_check TO attempt_log_outcome_check;
 
 -- The tenant is part of the keys that tie a delivery (and a webhook's further patterns) to its
 -- webhook and its event: no row can pair one tenant's webhook with another tenant's event.
@@ -46,7 +54,7 @@ BEGIN
             OR NOT EXISTS (SELECT 1 FROM hooks.events e WHERE e.event_id = d.event_id AND e.tenant_id = d.tenant_id)
         RETURNING d.delivery_id
     ), their_attempts AS (
-        DELETE FROM hooks.attempts a USING gone WHERE a.delivery_id = gone.delivery_id
+        DELETE FROM hooks.attempt_log a USING gone WHERE a.delivery_id = gone.delivery_id
     )
     SELECT count(*) INTO n FROM gone;
     IF n > 0 THEN
@@ -81,7 +89,7 @@ CREATE TABLE hooks.outbox (
 CREATE UNIQUE INDEX outbox_uuid_idx ON hooks.outbox (delivery_uuid);
 CREATE INDEX outbox_webhook_idx ON hooks.outbox (webhook_id, created_at);
 
--- hooks.queue, hooks.outcomes and hooks.attempts belong to an hooks.outbox row by delivery_id
+-- hooks.queue, hooks.outcomes and hooks.attempt_log belong to an hooks.outbox row by delivery_id
 -- and go with it (trigger outbox_after_delete, api.sql). They carry no foreign key to it: its
 -- check locks the outbox row on every insert, a WAL record and a dirtied page per delivery for
 -- a row that is otherwise never written again (BENCHMARKS.md, COST). Only the state machine's
@@ -137,12 +145,36 @@ CREATE TABLE hooks.outcomes (
     breaker_held_ms bigint      NOT NULL DEFAULT 0,
     delivered_at    timestamptz,
     -- when it finished
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- The HTTP attempt that ended it, when a sender's result did (hooks.complete): its id in
+    -- the attempt log (NULL: the delivery ended otherwise, cancelled or out of attempts after
+    -- a lease ran out), the sender and the request's duration. Its outcome, status code, error
+    -- and time are the columns above. Stored here instead of a row of hooks.attempt_log: an
+    -- insert and three index entries less per delivery (BENCHMARKS.md, "The final attempt").
+    attempt_id      bigint,
+    sender_id       text,
+    duration_ms     integer
 );
 -- retention (hooks.purge): finished deliveries by age
 CREATE INDEX outcomes_updated_idx ON hooks.outcomes (updated_at);
 -- dead letters of a webhook (hooks.redeliver_failed)
 CREATE INDEX outcomes_failed_idx ON hooks.outcomes (webhook_id, updated_at) WHERE status = 'failed';
+
+-- Every HTTP attempt as one row: the log's rows and the final attempts kept in hooks.outcomes,
+-- with the columns 0.2.0's table had (an attempt's id comes from the log's sequence either
+-- way). An INSERT here (a DBA's or an old script's) goes into the log (api.sql,
+-- hooks._attempts_insert).
+CREATE VIEW hooks.attempts WITH (security_invoker = true) AS
+SELECT a.attempt_id, a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, a.sender_id,
+       a.outcome, a.status_code, a.error_message, a.duration_ms, a.created_at
+  FROM hooks.attempt_log a
+UNION ALL
+SELECT f.attempt_id, f.delivery_id, f.webhook_id, f.tenant_id, f.attempt_number, f.sender_id,
+       CASE WHEN f.status = 'success' THEN 'success' ELSE 'failure' END, f.status_code,
+       f.error_message, f.duration_ms, f.updated_at
+  FROM hooks.outcomes f
+ WHERE f.attempt_id IS NOT NULL;
+GRANT SELECT, INSERT ON hooks.attempts TO hooks_admin;
 
 INSERT INTO hooks.outbox (delivery_id, delivery_uuid, webhook_id, event_id, tenant_id, event_type, created_at)
 SELECT d.delivery_id, d.delivery_uuid, d.webhook_id, d.event_id, d.tenant_id, d.event_type, d.created_at
@@ -430,7 +462,7 @@ BEGIN
             -- costs more than running it on nothing, BENCHMARKS.md "Claims at the cap, continued".)
             -- Leases that ran out were attempts whose sender never reported: logged.
             IF v_expired IS NOT NULL THEN
-                INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
+                INSERT INTO hooks.attempt_log (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome, error_message)
                 SELECT q.delivery_id, q.webhook_id, q.tenant_id, q.attempt_number, q.lease_owner,
                        'lease_expired', 'lease expired before the sender reported a result'
                   FROM hooks.queue q
@@ -553,7 +585,7 @@ END
 $$;
 
 -- Records a batch of attempt results (docs/sender-api.md) and returns how many were applied.
--- Each result is logged in hooks.attempts; it changes its delivery only while sender_id still
+-- Each result is logged (hooks.attempts); it changes its delivery only while sender_id still
 -- holds that lease (hooks._holds_lease, checked by the DELETE and UPDATE that apply it: no row
 -- is locked before; a result that lost its lease is logged lease_lost). What a result leads to
 -- is hooks._outcome's rule: 2xx -> success; 410 -> failed and the webhook disabled; the last
@@ -613,6 +645,8 @@ DECLARE
     v_fin_body  text[];
     v_fin_attempt integer[];
     v_fin_token bigint[];
+    v_fin_dur   integer[];
+    v_ended     bigint[];
 BEGIN
     PERFORM hooks._check_sender_id(v_sender);
     IF results IS NULL OR jsonb_typeof(results) <> 'array' THEN
@@ -664,15 +698,16 @@ BEGIN
     -- free: counted before the results are applied.
     v_freed := cardinality(hooks._webhooks_at_cap(v_cap, now(), v_webhook)) > 0;
 
-    -- Final: out of the queue, fenced.
+    -- Final: out of the queue, fenced; the outcome row keeps the attempt.
     SELECT array_agg(a.delivery_id), array_agg(a.next), array_agg(a.status_code), array_agg(a.err),
-           array_agg(a.body), array_agg(a.attempt_number), array_agg(a.lease_token)
-      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body, v_fin_attempt, v_fin_token
-      FROM unnest(v_id, v_next, v_code, v_err, v_body, v_attempt, v_token)
-           AS a(delivery_id, next, status_code, err, body, attempt_number, lease_token)
+           array_agg(a.body), array_agg(a.attempt_number), array_agg(a.lease_token), array_agg(a.duration_ms)
+      INTO v_fin, v_fin_status, v_fin_code, v_fin_err, v_fin_body, v_fin_attempt, v_fin_token, v_fin_dur
+      FROM unnest(v_id, v_next, v_code, v_err, v_body, v_attempt, v_token, v_duration)
+           AS a(delivery_id, next, status_code, err, body, attempt_number, lease_token, duration_ms)
      WHERE a.next IN ('success', 'failed', 'cancelled');
-    v_held := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
-                            coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token);
+    v_ended := hooks._finish(v_fin, NULL, v_fin_status, coalesce(v_fin_code, '{}'), v_fin_err,
+                             coalesce(v_fin_body, '{}'), v_sender, v_fin_attempt, v_fin_token, v_fin_dur);
+    v_held := v_ended;
 
     -- Retrying: due again after the backoff (or Retry-After), with this attempt's result, fenced.
     -- (only when there are such: see hooks.claim)
@@ -699,14 +734,19 @@ BEGIN
     SELECT array_agg(a.delivery_id = ANY (v_held) ORDER BY a.i) INTO v_holds
       FROM unnest(v_id) WITH ORDINALITY AS a(delivery_id, i);
 
-    -- Every result is logged; one that no longer held its lease as lease_lost.
-    INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
-                                status_code, error_message, duration_ms)
-    SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
-           CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
-           a.status_code, a.err, a.duration_ms
-      FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
-           AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok);
+    -- Every result is logged (hooks.attempts): one that ended its delivery in its outcome row
+    -- (above), the others in the attempt log; one that no longer held its lease as lease_lost.
+    -- (only when there are such: a batch of successes writes no log row)
+    IF cardinality(v_ended) < cardinality(v_id) THEN
+        INSERT INTO hooks.attempt_log (delivery_id, webhook_id, tenant_id, attempt_number, sender_id, outcome,
+                                       status_code, error_message, duration_ms)
+        SELECT a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number, v_sender,
+               CASE WHEN NOT a.holds THEN 'lease_lost' WHEN a.ok THEN 'success' ELSE 'failure' END,
+               a.status_code, a.err, a.duration_ms
+          FROM unnest(v_id, v_webhook, v_tenant, v_attempt, v_code, v_err, v_duration, v_holds, v_ok)
+               AS a(delivery_id, webhook_id, tenant_id, attempt_number, status_code, err, duration_ms, holds, ok)
+         WHERE a.delivery_id <> ALL (v_ended);
+    END IF;
 
     WITH per_webhook AS (
         SELECT a.webhook_id, bool_or(a.ok) AS any_ok, count(*) FILTER (WHERE NOT a.ok) AS failures,
@@ -1435,13 +1475,15 @@ $$;
 -- `statuses` is NULL; a NULL array of status codes or of response bodies keeps the last
 -- failed attempt's (a cancel, or a lease that ran out). With `fence_sender`, a delivery ends
 -- only while it still holds the lease of `fence_attempts`/`fence_tokens` (hooks._holds_lease),
--- checked on the row as it is when deleted (a concurrent claim that took it over wins).
+-- checked on the row as it is when deleted (a concurrent claim that took it over wins); the
+-- delivery then ends by that sender's result, and the outcome row keeps the attempt (its id
+-- in the attempt log, the sender, `durations`: hooks.attempts shows it).
 -- An ordered delivery that ends lets the next of its key go (hooks._order_settle).
 -- Returns the ids of the deliveries that ended.
 CREATE FUNCTION hooks._finish(ids bigint[], status text, statuses text[], status_codes integer[],
                               errors text[], response_bodies text[] DEFAULT NULL,
                               fence_sender text DEFAULT NULL, fence_attempts integer[] DEFAULT NULL,
-                              fence_tokens bigint[] DEFAULT NULL)
+                              fence_tokens bigint[] DEFAULT NULL, durations integer[] DEFAULT NULL)
 RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1454,8 +1496,10 @@ BEGIN
         RETURN '{}';
     END IF;
     WITH f AS (
-        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies, fence_attempts, fence_tokens)
-                 AS f(delivery_id, status, status_code, error_message, response_body, attempt_number, lease_token)
+        SELECT * FROM unnest(ids, statuses, status_codes, errors, response_bodies, fence_attempts, fence_tokens,
+                             durations)
+                 AS f(delivery_id, status, status_code, error_message, response_body, attempt_number, lease_token,
+                      duration_ms)
     ), gone AS (
         DELETE FROM hooks.queue q USING f
          WHERE q.delivery_id = f.delivery_id
@@ -1466,14 +1510,16 @@ BEGIN
                   q.breaker_held_ms, q.order_key, q.behind, coalesce(f.status, _finish.status) AS status,
                   CASE WHEN status_codes IS NULL THEN q.status_code ELSE f.status_code END AS status_code,
                   CASE WHEN response_bodies IS NULL THEN q.response_body ELSE f.response_body END AS response_body,
-                  f.error_message
+                  f.error_message, f.duration_ms
     ), ended AS (
         INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number,
                                     status_code, response_body, error_message, lease_token,
-                                    breaker_held_ms, delivered_at)
+                                    breaker_held_ms, delivered_at, attempt_id, sender_id, duration_ms)
         SELECT g.delivery_id, g.webhook_id, g.tenant_id, g.status, g.attempt_number, g.status_code,
                g.response_body, g.error_message, g.lease_token, g.breaker_held_ms,
-               CASE WHEN g.status = 'success' THEN now() END
+               CASE WHEN g.status = 'success' THEN now() END,
+               CASE WHEN fence_sender IS NOT NULL THEN nextval('hooks.attempt_log_attempt_id_seq') END,
+               fence_sender, g.duration_ms
           FROM gone g
     )
     -- (every row of gone is inserted by ended, which runs whether or not it is read)
@@ -1489,6 +1535,20 @@ BEGIN
     END IF;
     RETURN v_ended;
 END
+$$;
+
+-- The attempts that ended the finished deliveries `ids`, kept in their outcome rows (hooks._finish),
+-- copied into the attempt log as hooks.attempts shows them: called before those rows are
+-- deleted (hooks._requeue) or changed (hooks._deliveries_update), so that the log keeps them.
+CREATE FUNCTION hooks._log_final_attempts(ids bigint[]) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO hooks.attempt_log (attempt_id, delivery_id, webhook_id, tenant_id, attempt_number,
+                                   sender_id, outcome, status_code, error_message, duration_ms, created_at)
+    SELECT a.attempt_id, a.delivery_id, a.webhook_id, a.tenant_id, a.attempt_number,
+           a.sender_id, a.outcome, a.status_code, a.error_message, a.duration_ms, a.created_at
+      FROM hooks.outcomes f
+      JOIN hooks.attempts a ON a.delivery_id = f.delivery_id AND a.attempt_id = f.attempt_id
+     WHERE f.delivery_id = ANY (ids) AND f.attempt_id IS NOT NULL;
 $$;
 
 -- Queues finished or waiting deliveries again from the start: pending, due now, attempt 0,
@@ -1512,6 +1572,7 @@ BEGIN
            updated_at = now()
      WHERE q.delivery_id = ANY (ids) AND q.status IN ('pending', 'retrying');
     GET DIAGNOSTICS m = ROW_COUNT;
+    PERFORM hooks._log_final_attempts(ids);
     WITH back AS (
         DELETE FROM hooks.outcomes f WHERE f.delivery_id = ANY (ids)
         RETURNING f.delivery_id, f.webhook_id, f.tenant_id, f.lease_token
@@ -1620,12 +1681,13 @@ BEGIN
                error_message = NEW.error_message, updated_at = NEW.updated_at
          WHERE q.delivery_id = OLD.delivery_id;
     ELSE
+        PERFORM hooks._log_final_attempts(ARRAY[OLD.delivery_id]);
         UPDATE hooks.outcomes f
            SET status = NEW.status, attempt_number = NEW.attempt_number,
                lease_token = NEW.lease_token, breaker_held_ms = NEW.breaker_held_ms,
                status_code = NEW.status_code, response_body = NEW.response_body,
                error_message = NEW.error_message, delivered_at = NEW.delivered_at,
-               updated_at = NEW.updated_at
+               updated_at = NEW.updated_at, attempt_id = NULL, sender_id = NULL, duration_ms = NULL
          WHERE f.delivery_id = OLD.delivery_id;
     END IF;
     RETURN NEW;
@@ -1900,7 +1962,7 @@ DECLARE
 BEGIN
     DELETE FROM hooks.queue q USING gone g WHERE q.delivery_id = g.delivery_id;
     DELETE FROM hooks.outcomes f USING gone g WHERE f.delivery_id = g.delivery_id;
-    DELETE FROM hooks.attempts a USING gone g WHERE a.delivery_id = g.delivery_id;
+    DELETE FROM hooks.attempt_log a USING gone g WHERE a.delivery_id = g.delivery_id;
     -- a deleted delivery that was its ordering key's head: the next of the key goes
     SELECT array_agg(g.webhook_id), array_agg(g.order_key), array_agg(g.delivery_id) INTO v_w, v_k, v_d
       FROM gone g
@@ -1912,6 +1974,60 @@ BEGIN
 END
 $$;
 
+
+-- An INSERT into the view hooks.attempts (a DBA's or an old script's) goes into the attempt log.
+CREATE FUNCTION hooks._attempts_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hooks.attempt_log (attempt_id, delivery_id, webhook_id, tenant_id, attempt_number,
+                                   sender_id, outcome, status_code, error_message, duration_ms, created_at)
+    VALUES (coalesce(NEW.attempt_id, nextval('hooks.attempt_log_attempt_id_seq')), NEW.delivery_id,
+            NEW.webhook_id, NEW.tenant_id, NEW.attempt_number, NEW.sender_id, NEW.outcome,
+            NEW.status_code, NEW.error_message, NEW.duration_ms, coalesce(NEW.created_at, now()))
+    RETURNING attempt_id, created_at INTO NEW.attempt_id, NEW.created_at;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER attempts_insert
+    INSTEAD OF INSERT ON hooks.attempts
+    FOR EACH ROW EXECUTE FUNCTION hooks._attempts_insert();
+
+-- Per-webhook health over the last 24 hours of attempts, with the breaker's state. The
+-- attempts are counted for all webhooks in one pass (most of them are final attempts kept in
+-- hooks.outcomes, found by its index on the time they ended); a query for one webhook counts
+-- only its attempts.
+CREATE OR REPLACE VIEW hooks.webhook_health AS
+SELECT w.webhook_id,
+       w.tenant_id,
+       w.webhook_name,
+       w.url,
+       CASE WHEN NOT w.enabled THEN 'disabled'
+            WHEN w.paused_until > now() THEN 'paused'
+            ELSE 'active' END AS state,
+       w.disabled_reason,
+       w.paused_until,
+       w.consecutive_failures,
+       w.failing_since,
+       w.last_success_at,
+       w.last_failure_at,
+       coalesce(a.attempts, 0) AS attempts_24h,
+       coalesce(a.successes, 0) AS successes_24h,
+       round(a.successes::numeric / nullif(a.attempts, 0), 4) AS success_rate_24h,
+       a.p50_ms,
+       a.p95_ms
+  FROM hooks.webhooks w
+  LEFT JOIN (
+      SELECT at.webhook_id,
+             count(*) FILTER (WHERE at.outcome IN ('success', 'failure')) AS attempts,
+             count(*) FILTER (WHERE at.outcome = 'success') AS successes,
+             percentile_cont(0.5) WITHIN GROUP (ORDER BY at.duration_ms) AS p50_ms,
+             percentile_cont(0.95) WITHIN GROUP (ORDER BY at.duration_ms) AS p95_ms
+        FROM hooks.attempts at
+       WHERE at.created_at > now() - interval '24 hours'
+       GROUP BY at.webhook_id
+  ) a ON a.webhook_id = w.webhook_id;
+ALTER VIEW hooks.webhook_health SET (security_invoker = true);
 
 CREATE TRIGGER outbox_after_delete
     AFTER DELETE ON hooks.outbox
@@ -2731,10 +2847,10 @@ CREATE POLICY all_tenant_admins_write ON hooks.settings TO hooks_admin
 
 DROP POLICY tenant_isolation ON hooks.webhooks;
 DROP POLICY tenant_isolation ON hooks.events;
-DROP POLICY tenant_isolation ON hooks.attempts;
+DROP POLICY tenant_isolation ON hooks.attempt_log;
 DROP POLICY admin_all_tenants ON hooks.webhooks;
 DROP POLICY admin_all_tenants ON hooks.events;
-DROP POLICY admin_all_tenants ON hooks.attempts;
+DROP POLICY admin_all_tenants ON hooks.attempt_log;
 CREATE POLICY tenant_scope ON hooks.webhooks
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
@@ -2750,7 +2866,7 @@ CREATE POLICY tenant_scope ON hooks.queue
 CREATE POLICY tenant_scope ON hooks.outcomes
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
-CREATE POLICY tenant_scope ON hooks.attempts
+CREATE POLICY tenant_scope ON hooks.attempt_log
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
 CREATE POLICY tenant_scope ON hooks.webhook_patterns
@@ -2771,7 +2887,7 @@ BEGIN
                 UNION
                 SELECT a.grantee
                   FROM pg_class c, aclexplode(c.relacl) a
-                 WHERE c.oid IN ('hooks.webhooks'::regclass, 'hooks.events'::regclass, 'hooks.attempts'::regclass)) AS g
+                 WHERE c.oid IN ('hooks.webhooks'::regclass, 'hooks.events'::regclass, 'hooks.attempt_log'::regclass)) AS g
           JOIN pg_roles ro ON ro.oid = g.grantee
          WHERE NOT ro.rolsuper
            AND NOT pg_has_role(ro.oid, (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'hooks'), 'MEMBER')

@@ -87,8 +87,9 @@ CREATE POLICY admins_read ON hooks.tenant_grants FOR SELECT TO hooks_admin
     USING (CASE WHEN (SELECT hooks._session_scope()) IS NULL THEN true
                 ELSE tenant_id = ANY ((SELECT hooks._session_scope())::text[]) END);
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.webhooks, hooks.events, hooks.outbox, hooks.queue,
-    hooks.outcomes, hooks.attempts, hooks.senders, hooks.order_keys, hooks.order_pending TO hooks_admin;
+    hooks.outcomes, hooks.attempt_log, hooks.senders, hooks.order_keys, hooks.order_pending TO hooks_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON hooks.deliveries TO hooks_admin;
+GRANT SELECT, INSERT ON hooks.attempts TO hooks_admin;
 GRANT SELECT ON hooks.delivery_log, hooks.dead_letters, hooks.webhook_health, hooks.blocked_keys TO hooks_admin;
 GRANT SELECT ON hooks.webhook_backlog TO hooks_admin;
 -- settings: every admin reads them, only an all-tenant admin (and the owner) changes them
@@ -136,7 +137,7 @@ ALTER TABLE hooks.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outbox ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.queue ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.outcomes ENABLE ROW LEVEL SECURITY;
-ALTER TABLE hooks.attempts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE hooks.attempt_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.webhook_patterns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.order_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE hooks.order_pending ENABLE ROW LEVEL SECURITY;
@@ -156,7 +157,7 @@ CREATE POLICY tenant_scope ON hooks.queue
 CREATE POLICY tenant_scope ON hooks.outcomes
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
-CREATE POLICY tenant_scope ON hooks.attempts
+CREATE POLICY tenant_scope ON hooks.attempt_log
     USING (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])))
     WITH CHECK (tenant_id = ANY (coalesce((SELECT hooks._tenant_scope(current_user)), ARRAY[tenant_id])));
 CREATE POLICY tenant_scope ON hooks.webhook_patterns

@@ -509,7 +509,7 @@ async fn truncate_outbox(db: &Client, raw: bool) -> Res<()> {
         ""
     };
     let tables = delivery_tables(db).await?;
-    let sql = format!("TRUNCATE hooks.attempts, {tables}, hooks.events{extra} CASCADE");
+    let sql = format!("TRUNCATE hooks.attempt_log, {tables}, hooks.events{extra} CASCADE");
     let mut tries = 0;
     loop {
         match db.batch_execute(&sql).await {
@@ -548,7 +548,7 @@ async fn publish_many(db: &Client, event_type: &str, tenant: &str, n: i32) -> Re
 /// consecutive rows go to different webhooks (as publish writes them).
 async fn requeue(db: &Client, tenant: &str) -> Res<i64> {
     let tables = delivery_tables(db).await?;
-    db.batch_execute(&format!("TRUNCATE hooks.attempts, {tables}"))
+    db.batch_execute(&format!("TRUNCATE hooks.attempt_log, {tables}"))
         .await?;
     db.execute(
         "INSERT INTO hooks.deliveries (webhook_id, event_id, tenant_id, event_type)
@@ -1309,12 +1309,12 @@ async fn p4(ctx: &mut Ctx) -> Res<()> {
             claim_only[di].push(rows_done as f64 / in_claim.as_secs_f64());
             let all = tables.split(',').next().unwrap_or(tables);
             db.batch_execute(&format!(
-                "DELETE FROM hooks.attempts;
+                "DELETE FROM hooks.attempt_log;
                  DELETE FROM {all} WHERE event_type = 'p4/due';
                  DELETE FROM hooks.events WHERE event_type = 'p4/due';"
             ))
             .await?;
-            db.batch_execute(&format!("VACUUM ANALYZE {tables}, hooks.events, hooks.attempts"))
+            db.batch_execute(&format!("VACUUM ANALYZE {tables}, hooks.events, hooks.attempt_log"))
                 .await?;
         }
     }

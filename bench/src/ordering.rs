@@ -29,7 +29,7 @@ pub(crate) async fn ordering(ctx: &mut Ctx) -> Res<()> {
         ctx.write("order_publish_ordered.sql", &publish_one("ordered", keys))?,
     ];
     let truncate =
-        "TRUNCATE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempts,
+        "TRUNCATE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempt_log,
                               hooks.order_keys, hooks.order_pending";
     // [free, ordered] x runs
     let mut tps: [Vec<f64>; 2] = Default::default();

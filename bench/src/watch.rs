@@ -50,7 +50,7 @@ pub(crate) async fn watch(ctx: &mut Ctx) -> Res<()> {
     let tables = ["plain", "watched", "by_hand"];
     let truncate = "TRUNCATE bench_watch.plain, bench_watch.watched, bench_watch.by_hand,
                     bench_watch.events, bench_watch.deliveries;
-                    TRUNCATE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempts;";
+                    TRUNCATE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempt_log;";
 
     // 1 row per transaction
     let mut one: [Vec<f64>; 3] = Default::default();

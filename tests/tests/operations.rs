@@ -768,7 +768,7 @@ async fn purge_removes_exactly_old_finished_rows_while_publish_and_claim_run() {
              SELECT d.delivery_id, d.webhook_id, d.tenant_id, 1, 'failure'
                FROM hooks.deliveries d JOIN hooks.events e USING (event_id)
               WHERE e.event_key LIKE 'keep-%';
-             ANALYZE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempts;
+             ANALYZE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempt_log;
              -- what must survive, by id
              CREATE TABLE public.must_stay AS
              SELECT delivery_id FROM hooks.deliveries

@@ -25,7 +25,7 @@ SELECT (SELECT min(webhook_id) FROM hooks.webhooks), e.event_id, 'acme', 'a/b',
        CASE e.event_key WHEN 'old-pending' THEN 'retrying' ELSE 'success' END,
        CASE e.event_key WHEN 'old-pending' THEN now() - interval '40 days' ELSE now() END
   FROM hooks.events e WHERE e.event_key IN ('old-pending', 'recent');
-ANALYZE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempts;
+ANALYZE hooks.events, hooks.outbox, hooks.queue, hooks.outcomes, hooks.attempt_log;
 
 SELECT (SELECT count(*) FROM hooks.deliveries) AS deliveries, (SELECT count(*) FROM hooks.attempts) AS attempts,
        (SELECT count(*) FROM hooks.events) AS events;

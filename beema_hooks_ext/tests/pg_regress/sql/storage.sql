@@ -54,3 +54,49 @@ SELECT (SELECT count(*) FROM hooks.queue) AS queue, (SELECT count(*) FROM hooks.
      + (SELECT count(*) FROM hooks.attempts a WHERE NOT EXISTS (SELECT 1 FROM hooks.outbox o WHERE o.delivery_id = a.delivery_id))
        AS orphans;
 ROLLBACK;
+-- The attempt log (README, "Storage"): the attempt that ends a delivery is kept in its outcome
+-- row, the others in hooks.attempt_log; hooks.attempts shows every attempt as one row, as the
+-- table of 0.2.0 did, and keeps it when the delivery is queued again or edited.
+BEGIN;
+SELECT count(*) FROM hooks.create_webhook('acme', 'c', 'z/*', 'https://c.example/',
+                                          retry_config => '{"maxAttempts": 5, "backoffMs": 0}');
+SELECT hooks.publish('{"event": "z/1", "id": "t1", "data": {"tenantId": "acme"}}') IS NOT NULL AS published;
+CREATE FUNCTION pg_temp.send(code integer, ms integer) RETURNS integer LANGUAGE sql AS $$
+    SELECT hooks.complete('s', (SELECT jsonb_agg(jsonb_build_object('delivery_id', delivery_id,
+               'attempt_number', attempt_number, 'lease_token', lease_token, 'status_code', code,
+               'duration_ms', ms)) FROM hooks.claim('s', 10)))
+$$;
+CREATE FUNCTION pg_temp.attempts() RETURNS TABLE (attempt_number integer, sender_id text, outcome text,
+                                                  status_code integer, error_message text, duration_ms integer)
+LANGUAGE sql AS $$
+    SELECT a.attempt_number, a.sender_id, a.outcome, a.status_code, a.error_message, a.duration_ms
+      FROM hooks.attempts a ORDER BY a.attempt_id
+$$;
+CREATE FUNCTION pg_temp.where_kept(OUT in_log bigint, OUT in_outcome bigint) LANGUAGE sql AS $$
+    SELECT (SELECT count(*) FROM hooks.attempt_log), (SELECT count(*) FROM hooks.outcomes WHERE attempt_id IS NOT NULL)
+$$;
+-- attempt 1 fails (the delivery retries: logged), attempt 2 succeeds (kept in the outcome row)
+SELECT pg_temp.send(500, 7) AS applied;
+SELECT pg_temp.send(200, 9) AS applied;
+SELECT * FROM pg_temp.attempts();
+SELECT * FROM pg_temp.where_kept();
+-- one sequence of ids: the final attempt's comes after the ones before it
+SELECT (SELECT attempt_id FROM hooks.outcomes) > (SELECT max(attempt_id) FROM hooks.attempt_log) AS final_id_last;
+-- queued again (an UPDATE of hooks.deliveries; as redeliver and retry do): the final attempt
+-- moves to the log as it was; the next attempt is kept in the next outcome row
+UPDATE hooks.deliveries SET status = 'pending', attempt_number = 0 WHERE event_type = 'z/1';
+SELECT * FROM pg_temp.where_kept();
+SELECT pg_temp.send(201, 3) AS applied;
+SELECT * FROM pg_temp.attempts();
+-- editing a finished delivery changes the delivery, not its attempts
+UPDATE hooks.deliveries SET status = 'failed', status_code = 599, error_message = 'by hand' WHERE event_type = 'z/1';
+SELECT * FROM pg_temp.attempts();
+SELECT * FROM pg_temp.where_kept();
+-- an INSERT into the view goes into the log
+INSERT INTO hooks.attempts (delivery_id, webhook_id, tenant_id, attempt_number, outcome, error_message)
+SELECT delivery_id, webhook_id, tenant_id, 9, 'lease_expired', 'by hand' FROM hooks.outbox WHERE event_type = 'z/1'
+RETURNING attempt_number, outcome, attempt_id > 0 AS has_id, created_at = now() AS stamped;
+SELECT * FROM pg_temp.where_kept();
+-- health counts every HTTP attempt of the last 24 hours
+SELECT attempts_24h, successes_24h FROM hooks.webhook_health WHERE webhook_name = 'c';
+ROLLBACK;

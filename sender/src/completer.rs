@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, warn};
 
 use crate::backoff::Backoff;
@@ -29,16 +29,25 @@ pub struct Completer {
     store: Arc<Store>,
     metrics: Metrics,
     retry_budget: Duration,
+    /// Counts the batches written (the worker looks again after one: see `worker::NextLook`).
+    written: watch::Sender<u64>,
 }
 
 impl Completer {
     /// A completer that keeps retrying a batch for up to `retry_budget` (the lease: after
-    /// that the result would be `lease_lost` anyway).
-    pub fn new(store: Arc<Store>, metrics: Metrics, retry_budget: Duration) -> Self {
+    /// that the result would be `lease_lost` anyway), and counts each batch written in
+    /// `written`.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Metrics,
+        retry_budget: Duration,
+        written: watch::Sender<u64>,
+    ) -> Self {
         Self {
             store,
             metrics,
             retry_budget,
+            written,
         }
     }
 
@@ -99,6 +108,7 @@ impl Completer {
                         );
                     }
                     debug!(results = batch.len(), applied, "results written");
+                    self.written.send_modify(|n| *n = n.wrapping_add(1));
                     return Ok(());
                 }
                 Err(e) => {

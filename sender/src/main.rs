@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_postgres::config::SslMode;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -173,6 +173,7 @@ async fn run(config: Config) -> Result<()> {
         Listener::new(pg, tls, wake.clone(), health.clone(), metrics.clone()).run(stop.clone()),
     );
     let (results_tx, results_rx) = mpsc::channel(config.concurrency.max(128) as usize * 2);
+    let (written_tx, written_rx) = watch::channel(0u64);
     let completer = tokio::spawn(
         // Retry results for as long as a lease can last: SQL makes it at least the request
         // timeout plus the lease margin (hooks_core::contract).
@@ -182,6 +183,7 @@ async fn run(config: Config) -> Result<()> {
             config.lease().max(Duration::from_millis(
                 hooks_core::contract::MAX_TIMEOUT_LEASE_MS as u64,
             )),
+            written_tx,
         )
         .run(results_rx),
     );
@@ -202,6 +204,7 @@ async fn run(config: Config) -> Result<()> {
         metrics.clone(),
         wake,
         results_tx,
+        written_rx,
     );
     // Returns after a stop signal, once in-flight work has finished or been stopped.
     let unfinished = worker.run(stop.clone(), hard_stop.clone()).await;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,15 +29,17 @@ use crate::store::Store;
 pub const LINGER_LOOK: Duration = Duration::from_millis(1);
 
 /// A lingering look that found nothing while at least this many of the sender's requests were
-/// in flight is followed by a slower one ([`BUSY_LINGER_LOOK`]): rows due then are mostly held
-/// back by the per-webhook in-flight cap, which only results free (written every few
-/// milliseconds), and a look at them reads a window of the due rows, not one probe
-/// (BENCHMARKS.md, "Claims at the cap, continued"). Few requests in flight (a sender keeping up
-/// with its events) keep the 1 ms looks.
+/// in flight is followed by the next one once the completer has written results (at most
+/// [`BUSY_LINGER_LOOK`] later): rows due then are mostly held back by the per-webhook in-flight
+/// cap, which only written results free, and a look at them reads a window of the due rows, and
+/// locks some, not one probe (BENCHMARKS.md, "Claims at the cap, continued" and "Looks after
+/// written results"). Few requests in flight (a sender keeping up with its events) keep the
+/// 1 ms looks.
 pub const BUSY_IN_FLIGHT: usize = 16;
 
-/// The wait before the next look after an empty one with [`BUSY_IN_FLIGHT`] requests in flight.
-pub const BUSY_LINGER_LOOK: Duration = Duration::from_millis(4);
+/// The longest wait for written results before the next look after an empty one with
+/// [`BUSY_IN_FLIGHT`] requests in flight (other senders' results free the cap too).
+pub const BUSY_LINGER_LOOK: Duration = Duration::from_millis(12);
 
 /// What the worker needs to know.
 #[derive(Clone, Debug)]
@@ -70,13 +72,23 @@ enum TaskEnd {
     Unfinished(DeliveryKey),
 }
 
-/// How long after a lingering look that claimed `claimed` rows the next one starts, with
-/// `in_flight` requests running.
-fn linger_look(claimed: usize, in_flight: usize) -> Duration {
+/// When a lingering look follows the last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NextLook {
+    /// This long after the last one started.
+    After(Duration),
+    /// Once the completer has written results since the last one started, and at most this
+    /// long after it started.
+    AfterWrite(Duration),
+}
+
+/// When the lingering look after one that claimed `claimed` rows starts, with `in_flight`
+/// requests running.
+fn linger_look(claimed: usize, in_flight: usize) -> NextLook {
     if claimed == 0 && in_flight >= BUSY_IN_FLIGHT {
-        BUSY_LINGER_LOOK
+        NextLook::AfterWrite(BUSY_LINGER_LOOK)
     } else {
-        LINGER_LOOK
+        NextLook::After(LINGER_LOOK)
     }
 }
 
@@ -88,6 +100,8 @@ pub struct Worker {
     metrics: Metrics,
     wake: Arc<Notify>,
     results: mpsc::Sender<AttemptResult>,
+    /// Counts the completer's writes of results.
+    written: watch::Receiver<u64>,
     slots: Arc<Semaphore>,
     /// The byte budget: one permit per byte of the request bodies held by running tasks.
     bytes: Arc<Semaphore>,
@@ -101,7 +115,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker that sends results to `results`.
+    /// A worker that sends results to `results`; `written` counts the completer's writes.
     pub fn new(
         settings: WorkerSettings,
         store: Arc<Store>,
@@ -109,6 +123,7 @@ impl Worker {
         metrics: Metrics,
         wake: Arc<Notify>,
         results: mpsc::Sender<AttemptResult>,
+        written: watch::Receiver<u64>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(settings.concurrency as usize));
         let budget = usize::try_from(settings.max_inflight_bytes)
@@ -122,6 +137,7 @@ impl Worker {
             metrics,
             wake,
             results,
+            written,
             slots,
             bytes,
             budget,
@@ -145,6 +161,8 @@ impl Worker {
         // Lingering: awake until then, looking again at `look_at`.
         let mut awake_until: Option<Instant> = None;
         let mut look_at: Option<Instant> = None;
+        // ... or once the completer has written results since the last look began.
+        let mut look_on_write = false;
         // Claim retries are cheap (one connect attempt each), so they stay frequent; a
         // notification (the LISTEN connection is up, so the database is too) cuts them short.
         let mut db_backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
@@ -167,6 +185,9 @@ impl Worker {
             let backing_off = retry_at.is_some_and(|t| t > Instant::now());
             if want_claim && free > 0 && self.bytes.available_permits() > 0 && !backing_off {
                 look_at = None;
+                look_on_write = false;
+                // (results written from now on may have freed what this look passes over)
+                self.written.borrow_and_update();
                 let started = Instant::now();
                 let stay_awake =
                     awake_until.is_some_and(|t| t > Instant::now()) && self.store.can_stay_awake();
@@ -183,7 +204,13 @@ impl Worker {
                             // Awake in the database, so publishers do not notify: look again
                             // shortly. The first look after the linger time goes idle.
                             want_claim = false;
-                            look_at = Some(started + linger_look(n, self.tasks.len()));
+                            match linger_look(n, self.tasks.len()) {
+                                NextLook::After(wait) => look_at = Some(started + wait),
+                                NextLook::AfterWrite(at_most) => {
+                                    look_at = Some(started + at_most);
+                                    look_on_write = true;
+                                }
+                            }
                         } else {
                             // The queue is empty and this sender is now marked idle, so
                             // publishers notify again.
@@ -220,6 +247,10 @@ impl Worker {
                     retry_at = None;
                 }
                 _ = look_sleep, if look_at.is_some() => {
+                    look_at = None;
+                    want_claim = true;
+                }
+                Ok(()) = self.written.changed(), if look_on_write => {
                     look_at = None;
                     want_claim = true;
                 }
@@ -435,14 +466,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lingering_looks_slow_down_only_when_empty_with_many_requests_in_flight() {
-        let ms = |claimed, in_flight| linger_look(claimed, in_flight).as_millis();
-        // nothing claimed, 16 or more in flight: rows held back by the cap, look in 4 ms
-        assert_eq!(ms(0, 16), 4);
-        assert_eq!(ms(0, 64), 4);
+    fn lingering_looks_wait_for_written_results_only_when_empty_with_many_requests_in_flight() {
+        let after_write = NextLook::AfterWrite(Duration::from_millis(12));
+        let after_1ms = NextLook::After(Duration::from_millis(1));
+        // nothing claimed, 16 or more in flight: rows held back by the cap, which written
+        // results free; look again after the next write, or in 12 ms
+        assert_eq!(linger_look(0, 16), after_write);
+        assert_eq!(linger_look(0, 64), after_write);
         // rows claimed, or few in flight (a sender keeping up with its events): 1 ms
-        assert_eq!(ms(1, 64), 1);
-        assert_eq!(ms(0, 15), 1);
-        assert_eq!(ms(0, 0), 1);
+        assert_eq!(linger_look(1, 64), after_1ms);
+        assert_eq!(linger_look(0, 15), after_1ms);
+        assert_eq!(linger_look(0, 0), after_1ms);
     }
 }

@@ -150,7 +150,8 @@ CREATE TABLE hooks.outcomes (
     -- the attempt log (NULL: the delivery ended otherwise, cancelled or out of attempts after
     -- a lease ran out), the sender and the request's duration. Its outcome, status code, error
     -- and time are the columns above. Stored here instead of a row of hooks.attempt_log: an
-    -- insert and three index entries less per delivery (BENCHMARKS.md, "The final attempt").
+    -- insert and three index entries less per delivery (BENCHMARKS.md, "The final attempt in the
+    -- outcome row").
     attempt_id      bigint,
     sender_id       text,
     duration_ms     integer

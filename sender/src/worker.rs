@@ -248,10 +248,12 @@ impl Worker {
                 }
                 _ = look_sleep, if look_at.is_some() => {
                     look_at = None;
+                    look_on_write = false;
                     want_claim = true;
                 }
                 Ok(()) = self.written.changed(), if look_on_write => {
                     look_at = None;
+                    look_on_write = false;
                     want_claim = true;
                 }
                 _ = &mut poll => {

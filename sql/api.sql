@@ -1122,7 +1122,8 @@ $$;
 
 -- The advisory lock keys of beema_hooks, named once. 'awake' and 'commit' are the wake-up locks
 -- (below); 'claim' is the class (first key) of the per-webhook claim locks of hooks.claim, whose
--- second key is the webhook id. Any other name gives NULL. Inlined and folded to a constant
+-- second key is the webhook id; 'claims' is the turn that claims take while webhooks have an
+-- in-flight cap (hooks._claim_turn). Any other name gives NULL. Inlined and folded to a constant
 -- when a statement is planned, so naming a key costs nothing at run time.
 CREATE FUNCTION hooks._lock_key(name text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -1130,6 +1131,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                WHEN 'commit' THEN 7233327398000001
                WHEN 'awake'  THEN 7233327398000002
                WHEN 'claim'  THEN 1751936875
+               WHEN 'claims' THEN 7233327398000003
            END::bigint
 $$;
 
@@ -1223,6 +1225,38 @@ BEGIN
         RAISE EXCEPTION 'sender_id must be 1 to 255 characters'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+END
+$$;
+
+-- Waits for this claim's turn: while webhooks have an in-flight cap, the claims of all senders
+-- take turns (transaction advisory lock 'claims', held until the claim commits). A claim then
+-- never meets another's claim locks or locked rows: without turns, with 4 senders on 3 capped
+-- webhooks two of three claims locked due rows only to leave them all, their webhooks being
+-- claimed by another sender (BENCHMARKS.md, "Claims take turns"). A claim takes milliseconds;
+-- one that waited 200 ms goes on without its turn, as claims did before, and for the next 10
+-- seconds this session's claims do not wait (any session can take the key: holding it can slow
+-- the senders down, never stop them).
+CREATE FUNCTION hooks._claim_turn() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_timeout text;
+    v_gave_up timestamptz;
+BEGIN
+    IF pg_try_advisory_xact_lock(hooks._lock_key('claims')) THEN
+        RETURN;
+    END IF;
+    v_gave_up := nullif(current_setting('beema_hooks.claim_turn_gave_up', true), '')::timestamptz;
+    IF v_gave_up > clock_timestamp() - interval '10 seconds' AND v_gave_up <= clock_timestamp() THEN
+        RETURN;
+    END IF;
+    v_timeout := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', '200ms', true);
+    BEGIN
+        PERFORM pg_advisory_xact_lock(hooks._lock_key('claims'));
+    EXCEPTION WHEN lock_not_available THEN
+        PERFORM set_config('beema_hooks.claim_turn_gave_up', clock_timestamp()::text, false);
+    END;
+    PERFORM set_config('lock_timeout', v_timeout, true);
 END
 $$;
 
@@ -1409,6 +1443,10 @@ BEGIN
     -- Ordering keys whose settling waited for a publisher (hooks._order_settle): settled now.
     IF EXISTS (SELECT 1 FROM hooks.order_pending) THEN
         PERFORM hooks._order_settle_pending();
+    END IF;
+
+    IF v_cap > 0 AND NOT v_quiet THEN
+        PERFORM hooks._claim_turn();
     END IF;
 
     FOR v_round IN 1..1000 LOOP

@@ -163,8 +163,9 @@ async fn concurrent_claimers_never_share_a_delivery() {
 
 /// Two sessions inside open transactions: the second claim skips the rows the first has locked
 /// (FOR UPDATE SKIP LOCKED) instead of waiting or taking them. With the per-webhook cap on (the
-/// default) a webhook is claimed by one session at a time: the second skips its rows entirely
-/// while the first claim is open, again without waiting, and gets them once it commits.
+/// default) a webhook is claimed by one session at a time: while the first claim stays open the
+/// second waits for its turn at most 200 ms, then skips the webhook's rows entirely, and gets
+/// them once the first commits.
 #[tokio::test]
 async fn second_session_skips_rows_locked_by_an_open_claim() {
     let db = TestDb::new().await;
@@ -245,6 +246,73 @@ async fn second_session_skips_rows_locked_by_an_open_claim() {
         .len();
     println!("with the cap: A got {got_a}, B got {during} during A's claim and {after} after");
     assert_eq!((got_a, during, after), (6, 0, 4));
+    db.cleanup().await;
+}
+
+/// With the per-webhook cap on, claims take turns: a claim that starts while another sender's
+/// claim is open waits for it to commit, then claims what the cap leaves (README, "Claims take
+/// turns"). Without turns it skipped the webhook, whose claim lock the other held, and returned
+/// nothing though the webhook had room.
+#[tokio::test]
+async fn a_claim_waits_for_the_open_claim_of_another_sender_then_takes_the_room_left() {
+    let db = TestDb::new().await;
+    db.register(&Webhook::new("turns", "t1", "turns/item", NOWHERE))
+        .await;
+    db.publish_series("t1", "turns/item", 10).await;
+    let mut a = db.connect().await;
+    let b = Arc::new(db.connect().await);
+    for c in [&a, &*b] {
+        c.batch_execute("SET hooks.max_in_flight_per_webhook = 8")
+            .await
+            .unwrap();
+    }
+    let b_pid: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let ta = a.transaction().await.unwrap();
+    let got_a = ta
+        .query("SELECT delivery_id FROM hooks.claim('a', 6)", &[])
+        .await
+        .unwrap()
+        .len();
+    let claim_b = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.query("SELECT delivery_id FROM hooks.claim('b', 100)", &[])
+                .await
+                .unwrap()
+                .len()
+        }
+    });
+    // B is waiting for its turn (the advisory lock A's claim holds until A commits); A commits
+    // as soon as it is (B would give up waiting after 200 ms)
+    let waiting = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = {b_pid} AND locktype = 'advisory' AND NOT granted)"
+    );
+    let start = Instant::now();
+    while !db
+        .client()
+        .query_one(&waiting, &[])
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "B never waited for its turn"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ta.commit().await.unwrap();
+    let got_b = claim_b.await.unwrap();
+    println!("claims taking turns: A got {got_a}, B (waiting for A) got {got_b}");
+    assert_eq!(
+        (got_a, got_b),
+        (6, 2),
+        "B takes the cap's room left after A's 6"
+    );
     db.cleanup().await;
 }
 
@@ -653,10 +721,13 @@ async fn claim_leases(c: &tokio_postgres::Client, sender: &str) -> Vec<(i64, i32
 
 /// `hooks.complete(sender, results)` with the results as JSON text; how many it applied.
 async fn complete(c: &tokio_postgres::Client, sender: &str, results: &str) -> i32 {
-    c.query_one("SELECT hooks.complete($1::text, $2::text::jsonb)", &[&sender, &results])
-        .await
-        .unwrap()
-        .get(0)
+    c.query_one(
+        "SELECT hooks.complete($1::text, $2::text::jsonb)",
+        &[&sender, &results],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// Makes every live lease run out now (waiting for a real one takes timeout + 10 s).
@@ -946,7 +1017,9 @@ async fn claim_and_complete_columns_are_the_contracts() {
     let db = TestDb::new().await;
     let c = db.connect().await;
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+        v.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
     };
 
     let claim: Vec<(String, String)> = c
@@ -967,7 +1040,9 @@ async fn claim_and_complete_columns_are_the_contracts() {
 
     // `jsonb_to_recordset(<array>) AS r(<name> <type>, ...)` in the function's source
     let record = |src: &str| -> Vec<(String, String)> {
-        let start = src.find("jsonb_to_recordset(").expect("reads its array with jsonb_to_recordset");
+        let start = src
+            .find("jsonb_to_recordset(")
+            .expect("reads its array with jsonb_to_recordset");
         let rest = &src[start..];
         let open = rest.find("AS r(").expect("AS r(") + "AS r(".len();
         let close = open + rest[open..].find(')').unwrap();
@@ -975,7 +1050,10 @@ async fn claim_and_complete_columns_are_the_contracts() {
             .split(',')
             .map(|col| {
                 let mut it = col.split_whitespace();
-                (it.next().unwrap().to_string(), it.collect::<Vec<_>>().join(" "))
+                (
+                    it.next().unwrap().to_string(),
+                    it.collect::<Vec<_>>().join(" "),
+                )
             })
             .collect()
     };
@@ -984,13 +1062,24 @@ async fn claim_and_complete_columns_are_the_contracts() {
         let f = f.to_string();
         async move {
             let row = c
-                .query_one("SELECT prosrc FROM pg_proc WHERE oid = $1::text::regprocedure", &[&f])
+                .query_one(
+                    "SELECT prosrc FROM pg_proc WHERE oid = $1::text::regprocedure",
+                    &[&f],
+                )
                 .await
                 .unwrap();
             row.get::<_, String>(0)
         }
     };
-    assert_eq!(record(&src("hooks.complete(text, jsonb)").await), pairs(RESULT_RECORD), "hooks.complete's record");
-    assert_eq!(record(&src("hooks.release(text, jsonb)").await), pairs(LEASE_KEY_RECORD), "hooks.release's record");
+    assert_eq!(
+        record(&src("hooks.complete(text, jsonb)").await),
+        pairs(RESULT_RECORD),
+        "hooks.complete's record"
+    );
+    assert_eq!(
+        record(&src("hooks.release(text, jsonb)").await),
+        pairs(LEASE_KEY_RECORD),
+        "hooks.release's record"
+    );
     db.cleanup().await;
 }

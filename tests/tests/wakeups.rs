@@ -415,10 +415,11 @@ async fn a_prepared_transaction_publishes_and_is_delivered_after_commit_prepared
 
 /// Advisory locks are no lever (issue 14, item 6): any role may take any advisory lock key, and
 /// a login with no privilege at all holds the wake-up's "commit" key exclusively and its
-/// "awake" key shared. Publishing commits neither wait nor fail (each runs with a 200 ms
-/// lock_timeout, which a wait for the held key would exceed), and every event is still
-/// delivered: the NOTIFY a held commit key makes publishers send, or at worst the senders' poll
-/// (README, "Wake-ups").
+/// "awake" key shared, and the claims' turn ("claims") exclusively. Publishing commits neither
+/// wait nor fail (each runs with a 200 ms lock_timeout, which a wait for the held key would
+/// exceed), and every event is still delivered: the NOTIFY a held commit key makes publishers
+/// send, or at worst the senders' poll (README, "Wake-ups"); the sender's claims go on without
+/// their turn (README, "Claims take turns").
 #[tokio::test]
 async fn advisory_locks_held_by_any_role_stall_no_commit() {
     use beema_hooks_e2e::db::{connect, with_user};
@@ -447,7 +448,8 @@ async fn advisory_locks_held_by_any_role_stall_no_commit() {
     let holder = connect(&with_user(db.url(), &nobody)).await;
     holder
         .batch_execute(
-            "SELECT pg_advisory_lock(7233327398000001), pg_advisory_lock_shared(7233327398000002)",
+            "SELECT pg_advisory_lock(7233327398000001), pg_advisory_lock_shared(7233327398000002),
+                    pg_advisory_lock(7233327398000003)",
         )
         .await
         .expect("any role takes the keys");

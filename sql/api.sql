@@ -1144,7 +1144,8 @@ $$;
 --       dropped by Postgres when the session dies). A publisher that can take it exclusively
 --       knows no sender is awake, and notifies.
 --   "commit" lock (hooks._lock_key('commit')): every publishing transaction holds it in shared mode from
---       its wake-up check until its commit is visible. A sender going idle takes it exclusively
+--       its wake-up check until its commit is visible (and so does a hooks.complete whose results
+--       free a webhook at the in-flight cap). A sender going idle takes it exclusively
 --       once (waiting for those commits) and then claims again, so a publisher that saw it awake
 --       is never missed. A publisher never waits for it: when it is held exclusively (by a
 --       sender going idle, or by any session, since any role may take any advisory lock key),
@@ -1159,6 +1160,21 @@ $$;
 -- Rolled-back transactions never reach the check. NOTIFY sends on commit only.
 -------------------------------------------------------------------------------------------------
 
+-- The check: asks for the wake-up at commit unless a sender is awake, and holds the commit lock
+-- (shared) until commit when it does not ask. Never waits for a lock: when the commit lock is
+-- held exclusively (a sender going idle, or any session that took the key) it asks instead.
+-- hooks.complete makes the same check when its results free a capped webhook.
+CREATE FUNCTION hooks._wake_unless_awake() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
+        PERFORM hooks._notify_at_commit();
+    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
+        PERFORM hooks._notify_at_commit();
+    END IF;
+END
+$$;
+
 CREATE FUNCTION hooks._wake_sender() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -1170,13 +1186,7 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    -- Never waits for a lock: when the commit lock is held exclusively (a sender going idle,
-    -- or any session that took the key) this commit notifies instead of waiting.
-    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
-        PERFORM hooks._notify_at_commit();
-    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
-        PERFORM hooks._notify_at_commit();
-    END IF;
+    PERFORM hooks._wake_unless_awake();
     RETURN NULL;
 END
 $$;
@@ -1901,9 +1911,11 @@ BEGIN
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
-    -- nothing else to do (sent on commit).
+    -- nothing else to do (sent on commit), unless a sender is awake: it looks again shortly
+    -- and claims what these results free (a NOTIFY woke every sender at once, and with 4 senders
+    -- on 3 capped webhooks most of their claims found little: BENCHMARKS.md, "Claims take turns").
     IF v_freed THEN
-        PERFORM hooks._notify_at_commit();
+        PERFORM hooks._wake_unless_awake();
     END IF;
     RETURN v_applied;
 END

@@ -862,9 +862,11 @@ BEGIN
     )
     SELECT count(*) INTO v_webhooks FROM per_webhook;  -- (the breaker update runs in any case)
     -- Requests of such a webhook finished: wake the senders, whose last claim may have found
-    -- nothing else to do (sent on commit).
+    -- nothing else to do (sent on commit), unless a sender is awake: it looks again shortly
+    -- and claims what these results free (a NOTIFY woke every sender at once, and with 4 senders
+    -- on 3 capped webhooks most of their claims found little: BENCHMARKS.md, "Claims take turns").
     IF v_freed THEN
-        PERFORM hooks._notify_at_commit();
+        PERFORM hooks._wake_unless_awake();
     END IF;
     RETURN v_applied;
 END
@@ -908,6 +910,21 @@ BEGIN
 END
 $$;
 
+-- The check: asks for the wake-up at commit unless a sender is awake, and holds the commit lock
+-- (shared) until commit when it does not ask. Never waits for a lock: when the commit lock is
+-- held exclusively (a sender going idle, or any session that took the key) it asks instead.
+-- hooks.complete makes the same check when its results free a capped webhook.
+CREATE FUNCTION hooks._wake_unless_awake() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
+        PERFORM hooks._notify_at_commit();
+    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
+        PERFORM hooks._notify_at_commit();
+    END IF;
+END
+$$;
+
 -------------------------------------------------------------------------------------------------
 -- The wake-up check once per publishing transaction: a trigger on hooks.events (one row per
 -- publish) armed by publish when it queued deliveries, instead of one firing per delivery row
@@ -923,13 +940,7 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('beema_hooks.wake_checked', 'on', true);
-    -- Never waits for a lock: when the commit lock is held exclusively (a sender going idle,
-    -- or any session that took the key) this commit notifies instead of waiting.
-    IF NOT pg_try_advisory_xact_lock_shared(hooks._lock_key('commit')) THEN
-        PERFORM hooks._notify_at_commit();
-    ELSIF pg_try_advisory_xact_lock(hooks._lock_key('awake')) THEN
-        PERFORM hooks._notify_at_commit();
-    END IF;
+    PERFORM hooks._wake_unless_awake();
     RETURN NULL;
 END
 $$;

@@ -102,9 +102,8 @@ pub struct Config {
     pub poll_interval_ms: u64,
 
     /// After claiming rows, stay awake this long (ms), looking for new rows every millisecond
-    /// (after a look that found fewer rows than it asked for with 16 or more requests in
-    /// flight: once results have been written, at most 12 ms later), so that publishers skip
-    /// NOTIFY while events keep
+    /// (after a look that found nothing with 16 or more requests in flight: once results have
+    /// been written, at most 12 ms later), so that publishers skip NOTIFY while events keep
     /// coming; 0: go idle as soon as the queue is empty.
     #[arg(long, env = "HOOKS_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
     pub linger_ms: u64,

@@ -28,13 +28,13 @@ use crate::store::Store;
 /// one started, or at once when that took longer.
 pub const LINGER_LOOK: Duration = Duration::from_millis(1);
 
-/// A lingering look that found fewer rows than it asked for (none, or some) while at least this
-/// many of the sender's requests were in flight is followed by the next one once the completer
-/// has written results (at most [`BUSY_LINGER_LOOK`] later): rows due then are mostly held back
-/// by the per-webhook in-flight cap, which only written results free, and a look at them reads
-/// a window of the due rows, and locks some, not one probe (BENCHMARKS.md, "Claims at the cap,
-/// continued", "Looks after written results" and "Claims take turns"). Few requests in flight
-/// (a sender keeping up with its events) keep the 1 ms looks.
+/// A lingering look that found nothing while at least this many of the sender's requests were
+/// in flight is followed by the next one once the completer has written results (at most
+/// [`BUSY_LINGER_LOOK`] later): rows due then are mostly held back by the per-webhook in-flight
+/// cap, which only written results free, and a look at them reads a window of the due rows, and
+/// locks some, not one probe (BENCHMARKS.md, "Claims at the cap, continued" and "Looks after
+/// written results"). Few requests in flight (a sender keeping up with its events) keep the
+/// 1 ms looks.
 pub const BUSY_IN_FLIGHT: usize = 16;
 
 /// The longest wait for written results before the next look after an empty one with
@@ -82,10 +82,10 @@ enum NextLook {
     AfterWrite(Duration),
 }
 
-/// When the lingering look after one that claimed `claimed` of the `asked` rows starts, with
-/// `in_flight` requests running.
-fn linger_look(claimed: usize, asked: usize, in_flight: usize) -> NextLook {
-    if claimed < asked && in_flight >= BUSY_IN_FLIGHT {
+/// When the lingering look after one that claimed `claimed` rows starts, with `in_flight`
+/// requests running.
+fn linger_look(claimed: usize, in_flight: usize) -> NextLook {
+    if claimed == 0 && in_flight >= BUSY_IN_FLIGHT {
         NextLook::AfterWrite(BUSY_LINGER_LOOK)
     } else {
         NextLook::After(LINGER_LOOK)
@@ -204,7 +204,7 @@ impl Worker {
                             // Awake in the database, so publishers do not notify: look again
                             // shortly. The first look after the linger time goes idle.
                             want_claim = false;
-                            match linger_look(n, asked, self.tasks.len()) {
+                            match linger_look(n, self.tasks.len()) {
                                 NextLook::After(wait) => look_at = Some(started + wait),
                                 NextLook::AfterWrite(at_most) => {
                                     look_at = Some(started + at_most);
@@ -468,18 +468,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lingering_looks_wait_for_written_results_only_when_short_with_many_requests_in_flight() {
+    fn lingering_looks_wait_for_written_results_only_when_empty_with_many_requests_in_flight() {
         let after_write = NextLook::AfterWrite(Duration::from_millis(12));
         let after_1ms = NextLook::After(Duration::from_millis(1));
-        // fewer rows than asked (none or some), 16 or more in flight: rows held back by the
-        // cap, which written results free; look again after the next write, or in 12 ms
-        assert_eq!(linger_look(0, 8, 16), after_write);
-        assert_eq!(linger_look(0, 40, 64), after_write);
-        assert_eq!(linger_look(5, 40, 64), after_write);
-        // as many as asked, or few in flight (a sender keeping up with its events): 1 ms
-        assert_eq!(linger_look(40, 40, 64), after_1ms);
-        assert_eq!(linger_look(0, 8, 15), after_1ms);
-        assert_eq!(linger_look(3, 8, 15), after_1ms);
-        assert_eq!(linger_look(0, 64, 0), after_1ms);
+        // nothing claimed, 16 or more in flight: rows held back by the cap, which written
+        // results free; look again after the next write, or in 12 ms
+        assert_eq!(linger_look(0, 16), after_write);
+        assert_eq!(linger_look(0, 64), after_write);
+        // rows claimed, or few in flight (a sender keeping up with its events): 1 ms
+        assert_eq!(linger_look(1, 64), after_1ms);
+        assert_eq!(linger_look(0, 15), after_1ms);
+        assert_eq!(linger_look(0, 0), after_1ms);
     }
 }

@@ -269,7 +269,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE $1
                WHEN 'commit' THEN 7233327398000001
                WHEN 'awake'  THEN 7233327398000002
-               WHEN 'claim'  THEN 1751936875
                WHEN 'claims' THEN 7233327398000003
            END::bigint
 $$;
@@ -473,12 +472,17 @@ BEGIN
             SELECT array_agg(due.delivery_id), array_agg(due.webhook_id) INTO v_cand, v_cand_wh FROM due;
         END IF;
 
-        -- Take each of their webhooks' claim lock (transaction advisory lock, skipped when
-        -- another sender holds it): counting a webhook's requests in flight and claiming more
-        -- is then one step no other sender interleaves with.
+        -- Take each of their webhooks' claim lock, a lock on its hooks.webhooks row (skipped
+        -- when another transaction holds it): counting a webhook's requests in flight and
+        -- claiming more is then one step no other sender interleaves with. A row lock, not an
+        -- advisory key: any role may hold any advisory key, and one holding a webhook's kept
+        -- its deliveries passed over for as long as it held it; a webhook's row can be locked
+        -- only by roles that may update it (an admin of its tenant). Publishers' key-share
+        -- locks (the outbox's foreign key) do not conflict with it.
         SELECT coalesce(array_agg(h.webhook_id), '{}') INTO v_mine
-          FROM (SELECT DISTINCT u.webhook_id FROM unnest(v_cand_wh) AS u(webhook_id)) AS h
-         WHERE v_cap > 0 AND pg_try_advisory_xact_lock(hooks._lock_key('claim')::integer, (h.webhook_id % 2147483647)::integer);
+          FROM (SELECT w.webhook_id FROM hooks.webhooks w
+                 WHERE v_cap > 0 AND w.webhook_id = ANY (v_cand_wh)
+                   FOR NO KEY UPDATE SKIP LOCKED) AS h;
 
         v_ids := NULL;
         v_skipped := 0;

@@ -413,6 +413,86 @@ async fn a_prepared_transaction_publishes_and_is_delivered_after_commit_prepared
     }
 }
 
+/// A webhook's claim lock is not an advisory key any role can hold. A role with no privilege
+/// at all holds the advisory key that claims took per webhook before 0.3.0's fix
+/// (`pg_advisory_lock(1751936875, webhook_id)`) and every other key of the extension's:
+/// every event of that webhook is still delivered, at the in-flight cap (held, such a key kept
+/// the webhook's deliveries passed over as "another sender is claiming it", for as long as it
+/// was held).
+#[tokio::test]
+async fn a_webhook_claim_key_held_by_any_role_holds_back_no_delivery() {
+    use beema_hooks_e2e::db::{connect, with_user};
+    use beema_hooks_e2e::unique_name;
+
+    const N: usize = 20;
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    rx.always("/hook", Reply::ok());
+    let (webhook_id, _) = db
+        .register(&Webhook::new("w", "acme", "held/*", &rx.url("/hook")))
+        .await;
+    db.client()
+        .batch_execute("INSERT INTO hooks.settings (name, value) VALUES ('hooks.max_in_flight_per_webhook', 4)")
+        .await
+        .expect("an in-flight cap");
+
+    let nobody = unique_name("key_holder");
+    db.client()
+        .batch_execute(&format!("CREATE ROLE {nobody} LOGIN"))
+        .await
+        .expect("a role with no privilege");
+    let holder = connect(&with_user(db.url(), &nobody)).await;
+    holder
+        .batch_execute(&format!(
+            "SELECT pg_advisory_lock(1751936875, {webhook_id}), pg_advisory_lock(7233327398000003)"
+        ))
+        .await
+        .expect("any role takes advisory keys");
+
+    let sender = Sender::start(
+        db.url(),
+        SenderOptions {
+            poll_interval_ms: 200,
+            ..SenderOptions::default()
+        },
+    );
+    started(&db, &sender).await;
+    let p = db.connect().await;
+    for i in 0..N {
+        p.batch_execute(&format!(
+            r#"SELECT hooks.publish('{{"event": "held/{i}", "data": {{"tenantId": "acme"}}}}')"#
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("publish {i}: {e:?}"));
+    }
+    wait_until(
+        "every event delivered while the keys are held",
+        Duration::from_secs(20),
+        || async { rx.count() >= N },
+    )
+    .await;
+    assert_eq!(rx.count(), N);
+    let succeeded: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM hooks.deliveries WHERE webhook_id = $1 AND status = 'success'",
+            &[&webhook_id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(succeeded, N as i64, "every delivery recorded as a success");
+
+    drop(holder);
+    drop(sender);
+    db.cleanup().await;
+    connect(&beema_hooks_e2e::db::admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS {nobody}"))
+        .await
+        .expect("drop the role");
+}
+
 /// Advisory locks are no lever (issue 14, item 6): any role may take any advisory lock key, and
 /// a login with no privilege at all holds the wake-up's "commit" key exclusively and its
 /// "awake" key shared, and the claims' turn ("claims") exclusively. Publishing commits neither

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
     }
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
         .enable_all()
         .build()
     {
@@ -97,6 +98,7 @@ async fn run(config: Config) -> Result<()> {
         tls = %tls.trust(),
         admin_addr = %config.admin_addr,
         concurrency = config.concurrency,
+        worker_threads = config.worker_threads,
         batch_size = config.batch_size(),
         max_inflight_bytes = config.max_inflight_bytes,
         poll_interval_ms = config.poll_interval_ms,

@@ -18,10 +18,6 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9187";
 pub const DEFAULT_CONCURRENCY: u32 = 64;
 /// Largest accepted `--concurrency`.
 pub const MAX_CONCURRENCY: u32 = 4096;
-/// Default `--worker-threads`: one thread runs the sender's tasks (BENCHMARKS.md, "One worker
-/// thread"): on the 2 cores of COST it used 0.9x the CPU per delivery of tokio's default (one
-/// per core), at the same rate.
-pub const DEFAULT_WORKER_THREADS: usize = 1;
 /// Largest accepted `--worker-threads`.
 pub const MAX_WORKER_THREADS: usize = 256;
 /// Default `--poll-interval-ms`.
@@ -99,10 +95,10 @@ pub struct Config {
     #[arg(long, env = "HOOKS_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u32,
 
-    /// Threads that run the sender's tasks (HTTP requests, claims, results); raise it when the
-    /// sender keeps one core busy and the machine has more.
-    #[arg(long, env = "HOOKS_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
-    pub worker_threads: usize,
+    /// Threads that run the sender's tasks (HTTP requests, claims, results) [default: one per
+    /// core]. 1 spends less CPU per delivery and adds latency (BENCHMARKS.md, "One worker thread").
+    #[arg(long, env = "HOOKS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 
     /// This sender's id, recorded with every lease and attempt.
     #[arg(long, env = "HOOKS_SENDER_ID", default_value_t = default_sender_id())]
@@ -212,11 +208,12 @@ impl Config {
                 self.concurrency
             ));
         }
-        if !(1..=MAX_WORKER_THREADS).contains(&self.worker_threads) {
-            problems.push(format!(
-                "--worker-threads must be between 1 and {MAX_WORKER_THREADS}, got {}",
-                self.worker_threads
-            ));
+        if let Some(n) = self.worker_threads {
+            if !(1..=MAX_WORKER_THREADS).contains(&n) {
+                problems.push(format!(
+                    "--worker-threads must be between 1 and {MAX_WORKER_THREADS}, got {n}"
+                ));
+            }
         }
         let id = self.sender_id.trim();
         if id.is_empty() {
@@ -470,8 +467,9 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_to_one_and_are_bounded() {
-        assert_eq!(parse(&[]).worker_threads, 1);
+    fn worker_threads_default_to_one_per_core_and_are_bounded() {
+        assert_eq!(parse(&[]).worker_threads, None);
+        assert_eq!(parse(&["--worker-threads", "1"]).worker_threads, Some(1));
         assert!(problems(&parse(&["--worker-threads", "0"]))
             .contains("--worker-threads must be between 1 and 256"));
         assert!(problems(&parse(&["--worker-threads", "257"])).contains("--worker-threads"));

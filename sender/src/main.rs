@@ -33,11 +33,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the async runtime");
@@ -98,7 +98,7 @@ async fn run(config: Config) -> Result<()> {
         tls = %tls.trust(),
         admin_addr = %config.admin_addr,
         concurrency = config.concurrency,
-        worker_threads = config.worker_threads,
+        worker_threads = ?config.worker_threads,
         batch_size = config.batch_size(),
         max_inflight_bytes = config.max_inflight_bytes,
         poll_interval_ms = config.poll_interval_ms,

@@ -100,3 +100,21 @@ SELECT * FROM pg_temp.where_kept();
 -- health counts every HTTP attempt of the last 24 hours
 SELECT attempts_24h, successes_24h FROM hooks.webhook_health WHERE webhook_name = 'c';
 ROLLBACK;
+
+-- A claim's update of a queued row stays on the row's page: publish leaves half of each queue
+-- page free (fillfactor 50), so the new version needs no other page, and no lock record of the
+-- old one (BENCHMARKS.md, "The queue's fillfactor"). In one transaction, as here, no old version
+-- can be pruned yet: 252 of 300 stay (84 %); with full pages (fillfactor 100) 33 did.
+BEGIN;
+SET LOCAL hooks.max_in_flight_per_webhook = 0;  -- (all 300 in one claim)
+SELECT count(*) FROM hooks.create_webhook('acme', 'page', 'page/*', 'https://p.example/');
+SELECT count(hooks.publish(format('{"event": "page/x", "id": "p%s", "data": {"tenantId": "acme"}}', i)::jsonb))
+  FROM generate_series(1, 300) i;
+CREATE TEMP TABLE before_claim AS
+SELECT delivery_id, (ctid::text::point)[0]::integer AS page FROM hooks.queue;
+SELECT count(*) AS claimed FROM hooks.claim('page-sender', 300);
+SELECT count(*) AS claimed_rows,
+       count(*) FILTER (WHERE (q.ctid::text::point)[0]::integer = b.page) * 4 / count(*) >= 3 AS three_in_four_on_their_page
+  FROM hooks.queue q JOIN before_claim b USING (delivery_id)
+ WHERE q.status = 'in_flight';
+ROLLBACK;

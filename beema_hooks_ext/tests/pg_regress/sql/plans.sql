@@ -137,3 +137,36 @@ RESET hooks.max_in_flight_per_webhook;
 RESET stats_fetch_consistency;
 DELETE FROM hooks.webhooks WHERE tenant_id = 'backlog';
 DELETE FROM hooks.events WHERE tenant_id = 'backlog';
+
+-- hooks.purge reads about the rows it deletes: 5,000 old finished deliveries among 10,000,
+-- deleted in batches of 100. (The time index of hooks.outcomes is a BRIN index, which finds the
+-- old pages but gives no order: taking the oldest first, each batch sorted every old row left,
+-- over 100,000 rows read here; now under 40,000: the old rows found once (through the index or
+-- a scan of the table), then each batch its own rows and their outcome rows. BENCHMARKS.md,
+-- "The outcomes' time index".)
+BEGIN;
+INSERT INTO hooks.webhooks (tenant_id, webhook_name, event_type, url, secret)
+SELECT 'purge', 'p' || i, '*', 'https://p.example/' || i, 'secret-p' || i FROM generate_series(1, 5) i;
+INSERT INTO hooks.events (tenant_id, event_type, event_key, body)
+SELECT 'purge', 'p/x', 'p' || i, '{}' FROM generate_series(1, 2000) i;
+WITH o AS (
+    INSERT INTO hooks.outbox (webhook_id, event_id, tenant_id, event_type)
+    SELECT w.webhook_id, e.event_id, 'purge', 'p/x'
+      FROM hooks.events e CROSS JOIN hooks.webhooks w
+     WHERE e.tenant_id = 'purge' AND w.tenant_id = 'purge'
+     ORDER BY e.event_id, w.webhook_id
+    RETURNING delivery_id, webhook_id)
+INSERT INTO hooks.outcomes (delivery_id, webhook_id, tenant_id, status, attempt_number, updated_at)
+SELECT o.delivery_id, o.webhook_id, 'purge', 'success', 1,
+       CASE WHEN row_number() OVER (ORDER BY o.delivery_id) <= 5000 THEN now() - interval '40 days' ELSE now() END
+  FROM o ORDER BY o.delivery_id;
+ANALYZE hooks.outbox, hooks.outcomes, hooks.events;
+-- (the new pages summarized, as autovacuum does: autosummarize is on)
+SELECT brin_summarize_new_values('hooks.outcomes_updated_idx') > 0 AS summarized;
+SELECT idx_tup_fetch + coalesce(seq_tup_read, 0) AS before FROM pg_stat_xact_user_tables
+ WHERE relid = 'hooks.outcomes'::regclass \gset
+CALL hooks.purge('30 days', 100, false);
+SELECT count(*) AS finished_left FROM hooks.outcomes WHERE tenant_id = 'purge';
+SELECT idx_tup_fetch + coalesce(seq_tup_read, 0) - :before < 40000 AS purge_read_under_40000_rows
+  FROM pg_stat_xact_user_tables WHERE relid = 'hooks.outcomes'::regclass;
+ROLLBACK;

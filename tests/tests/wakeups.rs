@@ -24,6 +24,46 @@ async fn started(db: &TestDb, sender: &Sender) {
     .await;
 }
 
+/// A login with no privilege at all, holding the advisory keys `keys_sql` takes on its session
+/// (any role may take any advisory lock key). `end` closes the session; `drop_role` drops the
+/// role once the test database is gone.
+struct KeyHolder {
+    role: String,
+    _session: tokio_postgres::Client,
+}
+
+impl KeyHolder {
+    async fn hold(db: &TestDb, keys_sql: &str) -> Self {
+        use beema_hooks_e2e::db::{connect, with_user};
+        let role = beema_hooks_e2e::unique_name("key_holder");
+        db.client()
+            .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+            .await
+            .expect("a role with no privilege");
+        let session = connect(&with_user(db.url(), &role)).await;
+        session
+            .batch_execute(keys_sql)
+            .await
+            .expect("any role takes advisory keys");
+        KeyHolder {
+            role,
+            _session: session,
+        }
+    }
+
+    fn end(self) -> String {
+        self.role
+    }
+}
+
+async fn drop_role(role: &str) {
+    beema_hooks_e2e::db::connect(&beema_hooks_e2e::db::admin_url())
+        .await
+        .batch_execute(&format!("DROP ROLE IF EXISTS {role}"))
+        .await
+        .expect("drop the role");
+}
+
 /// A sender polling only every [`SLOW_POLL_MS`], with `extra_args`, once it has claimed.
 async fn slow_sender(db: &TestDb, extra_args: &[&str]) -> Sender {
     let sender = Sender::start(
@@ -414,16 +454,13 @@ async fn a_prepared_transaction_publishes_and_is_delivered_after_commit_prepared
 }
 
 /// A webhook's claim lock is not an advisory key any role can hold. A role with no privilege
-/// at all holds the advisory key that claims took per webhook before 0.3.0's fix
-/// (`pg_advisory_lock(1751936875, webhook_id)`) and every other key of the extension's:
+/// at all holds the advisory key that claims took per webhook until this was fixed (0.2.0 too:
+/// `pg_advisory_lock(1751936875, webhook_id)`) and the claims' turn:
 /// every event of that webhook is still delivered, at the in-flight cap (held, such a key kept
 /// the webhook's deliveries passed over as "another sender is claiming it", for as long as it
 /// was held).
 #[tokio::test]
 async fn a_webhook_claim_key_held_by_any_role_holds_back_no_delivery() {
-    use beema_hooks_e2e::db::{connect, with_user};
-    use beema_hooks_e2e::unique_name;
-
     const N: usize = 20;
     let db = TestDb::new().await;
     let rx = Receiver::start().await;
@@ -436,18 +473,13 @@ async fn a_webhook_claim_key_held_by_any_role_holds_back_no_delivery() {
         .await
         .expect("an in-flight cap");
 
-    let nobody = unique_name("key_holder");
-    db.client()
-        .batch_execute(&format!("CREATE ROLE {nobody} LOGIN"))
-        .await
-        .expect("a role with no privilege");
-    let holder = connect(&with_user(db.url(), &nobody)).await;
-    holder
-        .batch_execute(&format!(
+    let holder = KeyHolder::hold(
+        &db,
+        &format!(
             "SELECT pg_advisory_lock(1751936875, {webhook_id}), pg_advisory_lock(7233327398000003)"
-        ))
-        .await
-        .expect("any role takes advisory keys");
+        ),
+    )
+    .await;
 
     let sender = Sender::start(
         db.url(),
@@ -483,14 +515,10 @@ async fn a_webhook_claim_key_held_by_any_role_holds_back_no_delivery() {
         .get(0);
     assert_eq!(succeeded, N as i64, "every delivery recorded as a success");
 
-    drop(holder);
+    let role = holder.end();
     drop(sender);
     db.cleanup().await;
-    connect(&beema_hooks_e2e::db::admin_url())
-        .await
-        .batch_execute(&format!("DROP ROLE IF EXISTS {nobody}"))
-        .await
-        .expect("drop the role");
+    drop_role(&role).await;
 }
 
 /// Advisory locks are no lever (issue 14, item 6): any role may take any advisory lock key, and
@@ -502,9 +530,6 @@ async fn a_webhook_claim_key_held_by_any_role_holds_back_no_delivery() {
 /// their turn (README, "Claims take turns").
 #[tokio::test]
 async fn advisory_locks_held_by_any_role_stall_no_commit() {
-    use beema_hooks_e2e::db::{connect, with_user};
-    use beema_hooks_e2e::unique_name;
-
     const N: usize = 20;
     let db = TestDb::new().await;
     let rx = Receiver::start().await;
@@ -520,19 +545,12 @@ async fn advisory_locks_held_by_any_role_stall_no_commit() {
     );
     started(&db, &sender).await;
 
-    let nobody = unique_name("lock_holder");
-    db.client()
-        .batch_execute(&format!("CREATE ROLE {nobody} LOGIN"))
-        .await
-        .expect("a role with no privilege");
-    let holder = connect(&with_user(db.url(), &nobody)).await;
-    holder
-        .batch_execute(
-            "SELECT pg_advisory_lock(7233327398000001), pg_advisory_lock_shared(7233327398000002),
-                    pg_advisory_lock(7233327398000003)",
-        )
-        .await
-        .expect("any role takes the keys");
+    let holder = KeyHolder::hold(
+        &db,
+        "SELECT pg_advisory_lock(7233327398000001), pg_advisory_lock_shared(7233327398000002),
+                pg_advisory_lock(7233327398000003)",
+    )
+    .await;
 
     let p = db.connect().await;
     for i in 0..N {
@@ -551,12 +569,8 @@ async fn advisory_locks_held_by_any_role_stall_no_commit() {
     .await;
     assert_eq!(rx.count(), N);
 
-    drop(holder);
+    let role = holder.end();
     drop(sender);
     db.cleanup().await;
-    connect(&beema_hooks_e2e::db::admin_url())
-        .await
-        .batch_execute(&format!("DROP ROLE IF EXISTS {nobody}"))
-        .await
-        .expect("drop the role");
+    drop_role(&role).await;
 }

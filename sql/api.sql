@@ -1123,8 +1123,8 @@ $$;
 -- The advisory lock keys of beema_hooks, named once. 'awake' and 'commit' are the wake-up locks
 -- (below); 'claims' is the turn that claims take while webhooks have an in-flight cap
 -- (hooks._claim_turn). (A webhook's claim lock is its row's lock, not a key: hooks.claim.)
--- Any other name gives NULL. Inlined and folded to a constant
--- when a statement is planned, so naming a key costs nothing at run time.
+-- Any other name gives NULL. Inlined and folded to a constant when a statement is planned, so
+-- naming a key costs nothing at run time.
 CREATE FUNCTION hooks._lock_key(name text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE $1

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use beema_hooks_bench::bail;
 use beema_hooks_bench::procs::{self, Length, Receiver, Sender};
-use beema_hooks_bench::util::{connect, db_url, median, num, Res};
+use beema_hooks_bench::util::{connect, db_url, median, num, repo_root, Res};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 mod cost;
@@ -234,7 +234,7 @@ impl Ctx {
         if !self.dbs.iter().any(|d| d == name) {
             self.dbs.push(name.to_string());
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = repo_root();
         let dist = self.out.join("dist");
         let built = std::process::Command::new("bash")
             .arg(root.join("scripts/portable.sh"))

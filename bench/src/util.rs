@@ -16,6 +16,17 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err(format!($($t)*).into()) };
 }
 
+/// The checkout whose scripts the suite runs: `$BEEMA_ROOT` (exported by `scripts/env.sh`,
+/// which `scripts/bench.sh` sources), else the checkout the suite was compiled in. Checkouts
+/// share one build directory, and cargo may reuse a binary built in another checkout when its
+/// sources are not newer: that checkout may be gone.
+pub fn repo_root() -> std::path::PathBuf {
+    match std::env::var_os("BEEMA_ROOT") {
+        Some(root) if !root.is_empty() => std::path::PathBuf::from(root),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
+
 /// Median (the mean of the two middle values for an even count); NaN for none.
 pub fn median(xs: &[f64]) -> f64 {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();

@@ -105,7 +105,7 @@ pub fn portable_sql() -> std::path::PathBuf {
     use sha2::Digest;
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let root = crate::repo_root();
         let exe = std::env::current_exe().expect("the test binary's path");
         let base = exe.parent().expect("its directory").join("beema-portable");
         std::fs::create_dir_all(&base).expect("create the portable install's directory");

@@ -9,6 +9,8 @@
 //! - `HOOKS_SENDER_BIN`: the sender binary (default
 //!   `$CARGO_TARGET_DIR/release/beema-hooks-sender`, `CARGO_TARGET_DIR` defaulting to
 //!   `$HOME/.cache/beema-hooks/target`).
+//! - `BEEMA_ROOT`: the checkout whose scripts and files the tests use (set by
+//!   `scripts/env.sh`; default the checkout the tests were built from, see [`repo_root`]).
 //!
 //! Only 127.0.0.1 is ever a target of traffic.
 
@@ -23,6 +25,17 @@ pub use db::{Flavor, TestDb, Webhook};
 pub use receiver::{Receiver, Recorded, Reply};
 pub use sender::{Sender, SenderOptions};
 pub use wait::{wait_until, wait_until_sql};
+
+/// The checkout whose scripts and files the tests use: `$BEEMA_ROOT` (exported by
+/// `scripts/env.sh`, which every project script sources), else the checkout the tests were
+/// compiled in. Checkouts share one build directory, and cargo may reuse a test binary built
+/// in another checkout when its sources are not newer: that checkout may be gone.
+pub fn repo_root() -> std::path::PathBuf {
+    match std::env::var_os("BEEMA_ROOT") {
+        Some(root) if !root.is_empty() => std::path::PathBuf::from(root),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
+}
 
 /// A name unique across the processes and tests of one run: `<prefix>_<pid>_<n>_<nanos>`.
 pub fn unique_name(prefix: &str) -> String {

@@ -27,7 +27,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 }
 
 fn deploy_file(path: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = beema_hooks_e2e::repo_root();
     std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

@@ -630,8 +630,7 @@ async fn table_changes_arrive_as_supabase_payloads() {
 /// when it is installed.
 #[tokio::test]
 async fn readme_receivers_verify_and_refuse_replays() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(beema_hooks_e2e::repo_root().join("README.md")).unwrap();
     let section = &readme[readme
         .find("## Receiving webhooks")
         .expect("README section")..];

@@ -13,7 +13,7 @@ use beema_hooks_e2e::{wait_until_sql, Flavor, Receiver, Sender, SenderOptions, T
 use serde_json::json;
 
 fn move_to(flavor: &str, url: &str) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = beema_hooks_e2e::repo_root();
     let out = Command::new("bash")
         .arg(root.join("scripts/move_flavor.sh"))
         .args([flavor, url])

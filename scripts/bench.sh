@@ -42,11 +42,14 @@ fi
 
 # nginx: the independent fast receiver of COST (Debian's package; only the binary is used,
 # with a config of the suite's own on a free loopback port).
+# (options such as --smoke are not benchmark names: with no names, every benchmark runs)
 need_nginx=1
-if [ $# -gt 0 ]; then
-  need_nginx=0
-  for a in "$@"; do case "$a" in cost|flavors) need_nginx=1 ;; esac; done
-fi
+for a in "$@"; do
+  case "$a" in p1|p2|p3|p4|p5|fanout|watch|ordering) need_nginx=0 ;; esac
+done
+for a in "$@"; do
+  case "$a" in cost|flavors) need_nginx=1 ;; esac
+done
 if [ "$need_nginx" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   say "installing nginx"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

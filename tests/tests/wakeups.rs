@@ -278,10 +278,13 @@ async fn the_sender_delivers_from_a_0_1_0_database_without_lingering() {
         "the sender names the old extension: {}",
         sender.log()
     );
-    assert_eq!(
-        db.count("hooks.deliveries WHERE status = 'success'").await,
-        3
-    );
+    // (the sender writes results in batches after the requests: wait for the third)
+    wait_until_sql(
+        db.client(),
+        "SELECT count(*) = 3 FROM hooks.deliveries WHERE status = 'success'",
+        Duration::from_secs(10),
+    )
+    .await;
     drop(sender);
 
     db.client()

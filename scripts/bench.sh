@@ -25,16 +25,21 @@ set -- ${args[@]+"${args[@]}"}
 source "$(dirname "$0")/env.sh"
 cd "$BEEMA_ROOT"
 
-need_p2=1
+# The benchmarks named on the command line (options such as --smoke are not names); with none
+# named, every benchmark runs. `runs B...`: whether any of the benchmarks B runs.
+names=()
 for a in "$@"; do
-  case "$a" in p1|p3|p4|p5|fanout|cost|watch|flavors|ordering) need_p2=0 ;; esac
+  case "$a" in p1|p2|p3|p4|p5|fanout|cost|watch|flavors|ordering) names+=("$a") ;; esac
 done
-for a in "$@"; do
-  case "$a" in p2) need_p2=1 ;; esac
-done
+runs() {
+  [ ${#names[@]} -eq 0 ] && return 0
+  local n b
+  for n in "${names[@]}"; do for b in "$@"; do [ "$n" = "$b" ] && return 0; done; done
+  return 1
+}
 
 # wrk: the raw HTTP load generator of P2 (Debian's package).
-if [ "$need_p2" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+if runs p2 && ! command -v wrk >/dev/null 2>&1; then
   say "installing wrk"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wrk >/dev/null; }
@@ -42,15 +47,7 @@ fi
 
 # nginx: the independent fast receiver of COST (Debian's package; only the binary is used,
 # with a config of the suite's own on a free loopback port).
-# (options such as --smoke are not benchmark names: with no names, every benchmark runs)
-need_nginx=1
-for a in "$@"; do
-  case "$a" in p1|p2|p3|p4|p5|fanout|watch|ordering) need_nginx=0 ;; esac
-done
-for a in "$@"; do
-  case "$a" in cost|flavors) need_nginx=1 ;; esac
-done
-if [ "$need_nginx" = 1 ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+if runs cost flavors && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   say "installing nginx"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get install -y -q --no-install-recommends nginx >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends nginx >/dev/null; }

@@ -98,10 +98,29 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> Res<(u16, Strin
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a listener started as another process (nginx, a sender's admin port),
+/// free a moment ago. Not one the kernel hands out for `127.0.0.1:0`: those lie in the ephemeral
+/// range (32768-60999 by default) that the run's outgoing connections take local ports from, and
+/// one of them can take the port before the child binds it. So: 27000-28799 (below the project's
+/// clusters at 28815-28821 and the e2e tests' 29000-32699), each port handed out once per run.
 pub fn free_port() -> Res<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 27000;
+    const SPAN: u32 = 1800;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Formats a number with thousands separators and `decimals` digits.

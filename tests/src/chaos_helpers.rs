@@ -345,22 +345,6 @@ fn run(mut cmd: Command, what: &str) -> std::process::Output {
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"))
 }
 
-fn free_port_in(range: std::ops::Range<u16>) -> u16 {
-    let span = (range.end - range.start) as u32;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let seed = std::process::id().wrapping_mul(2654435761) ^ nanos;
-    for i in 0..span {
-        let port = range.start + ((seed.wrapping_add(i * 7919)) % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {range:?}");
-}
-
 /// A Postgres cluster of the test's own: initdb'd into a new private directory
 /// (`/tmp/beema-chaos-` and a random suffix, made as mktemp makes them: created only if new,
 /// mode 0700), trust auth, listening on 127.0.0.1 and a socket in that directory only. Stopped
@@ -397,7 +381,7 @@ impl Cluster {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
         }
         let data = dir.join("data");
-        let port = free_port_in(29000..30000);
+        let port = crate::ports::free_port();
         let cluster = Cluster {
             dir,
             data,
@@ -676,10 +660,7 @@ impl LoggedSender {
     pub fn start(database_url: &str, rust_log: &str, extra_args: &[&str]) -> LoggedSender {
         let bin = crate::sender::sender_bin();
         let sender_id = crate::unique_name("chaos-sender");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::ports::free_port();
         let admin_addr = format!("127.0.0.1:{port}");
         // (beside the test binaries, in the build directory: no name in /tmp to be planted)
         let dir = std::env::current_exe()
@@ -812,7 +793,7 @@ impl PgBouncer {
             .prefix("beema-pgbouncer-")
             .tempdir()
             .expect("a private directory");
-        let port = free_port_in(30000..31000);
+        let port = crate::ports::free_port();
         let ini = dir.path().join("pgbouncer.ini");
         let users_file = dir.path().join("userlist.txt");
         std::fs::write(

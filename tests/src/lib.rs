@@ -16,6 +16,7 @@
 
 pub mod chaos_helpers;
 pub mod db;
+pub mod ports;
 pub mod receiver;
 pub mod sender;
 pub mod signature;

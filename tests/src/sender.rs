@@ -63,11 +63,6 @@ pub struct Sender {
     exited: Option<ExitStatus>,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
 impl Sender {
     /// Starts the sender against `database_url` with `opts`.
     pub fn start(database_url: &str, opts: SenderOptions) -> Sender {
@@ -81,7 +76,7 @@ impl Sender {
             .sender_id
             .clone()
             .unwrap_or_else(|| crate::unique_name("e2e-sender"));
-        let admin_addr = format!("127.0.0.1:{}", free_port());
+        let admin_addr = format!("127.0.0.1:{}", crate::ports::free_port());
         let log_dir = std::env::temp_dir().join("beema-e2e-logs");
         std::fs::create_dir_all(&log_dir).expect("create log dir");
         let log_path = log_dir.join(format!("{sender_id}.log"));

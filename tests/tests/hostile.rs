@@ -664,10 +664,7 @@ async fn secrets_never_appear_in_logs_errors_metrics_or_views() {
         Reply::status(302).header("Location", &rx.url("/elsewhere")),
     );
     let reset = RawServer::start(Behaviour::Reset).await;
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed_port = beema_hooks_e2e::ports::free_port();
     let auth = json!({"Authorization": format!("Bearer {header_token}")});
     let hooks = [
         Webhook::new(

@@ -41,16 +41,14 @@ runs() {
 # wrk: the raw HTTP load generator of P2 (Debian's package).
 if runs p2 && ! command -v wrk >/dev/null 2>&1; then
   say "installing wrk"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wrk >/dev/null; }
+  apt_install wrk >/dev/null
 fi
 
 # nginx: the independent fast receiver of COST (Debian's package; only the binary is used,
 # with a config of the suite's own on a free loopback port).
 if runs cost flavors && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   say "installing nginx"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -q --no-install-recommends nginx >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends nginx >/dev/null; }
+  apt_install --no-install-recommends nginx >/dev/null
 fi
 
 # Postgres, the extension and the sender: scripts/setup.sh when the extension is not installed

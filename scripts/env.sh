@@ -36,3 +36,11 @@ as_pg() {
 }
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# apt_install [apt-get install options] PKG...: Debian packages, through sudo when not root; the
+# package lists are updated first (a fresh machine has none).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@"
+}

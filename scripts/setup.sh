@@ -6,9 +6,6 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$BEEMA_ROOT"
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
 # 1. Debian packages.
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev clang sudo pkg-config python3 curl)
 missing=()
@@ -17,8 +14,7 @@ for p in "${packages[@]}"; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   say "apt-get install ${missing[*]}"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+  apt_install "${missing[@]}"
 else
   say "Debian packages present"
 fi

@@ -26,8 +26,7 @@ command -v promtool >/dev/null || test_packages+=(prometheus)
 /usr/bin/python3 -c 'import nacl.signing' 2>/dev/null || test_packages+=(python3-nacl)
 if [ "${#test_packages[@]}" -gt 0 ]; then
   say "apt-get install ${test_packages[*]} (for the tests)"
-  SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
-  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${test_packages[@]}" ||
+  apt_install --no-install-recommends "${test_packages[@]}" ||
     { say "could not install ${test_packages[*]}"; exit 1; }
 fi
 

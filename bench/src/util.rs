@@ -107,15 +107,10 @@ pub fn free_port() -> Res<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 27000;
     const SPAN: u32 = 1800;
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id() % SPAN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     for _ in 0..SPAN {
-        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        let i = std::process::id().wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = (FIRST + i) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }

@@ -8,30 +8,21 @@
 //! use". So ports come from below that range, and one process never hands out the same port
 //! twice (its tests run in parallel threads).
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 /// The ports handed out: below the default ephemeral range, above the project's fixed cluster
 /// ports (28815-28821).
 const RANGE: std::ops::Range<u16> = 29000..32700;
 
 /// A port on 127.0.0.1 that is free now, outside the ephemeral range, and not handed out before
-/// by this process.
+/// by this process: each call tries the ports after the last one handed out, from a place in
+/// the range that differs between processes.
 pub fn free_port() -> u16 {
-    static HANDED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
-    let handed = handed.get_or_insert_with(HashSet::new);
-    let span = (RANGE.end - RANGE.start) as u32;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Processes of one run start at different places in the range.
-    let seed = std::process::id().wrapping_mul(2654435761) ^ nanos;
-    for i in 0..span {
-        let port = RANGE.start + (seed.wrapping_add(i.wrapping_mul(7919)) % span) as u16;
-        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed.insert(port);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(RANGE.end - RANGE.start);
+    for _ in 0..span {
+        let i = std::process::id().wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = RANGE.start + i as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -41,6 +32,7 @@ pub fn free_port() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn ports_are_free_below_the_ephemeral_range_and_never_handed_out_twice() {

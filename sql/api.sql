@@ -1195,9 +1195,10 @@ CREATE CONSTRAINT TRIGGER events_wake_sender
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION hooks._wake_sender();
 
--- Waits until every publishing transaction that is committing has finished (see above). A
--- publisher stuck in a prepared (two-phase) commit is not waited for beyond 200 ms: the poll
--- then finds its rows.
+-- Waits until every publishing transaction that is committing has finished (see above), at most
+-- 200 ms: a commit can take longer (a slow WAL flush, a synchronous standby, the application's
+-- own deferred triggers, a prepared two-phase commit, or any session holding the key). Then it
+-- notifies at commit, and the senders look and wait again until those commits are visible.
 CREATE FUNCTION hooks._commit_barrier() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1208,7 +1209,9 @@ BEGIN
     PERFORM pg_advisory_unlock(hooks._lock_key('commit'));
     PERFORM set_config('lock_timeout', v_timeout, true);
 EXCEPTION WHEN lock_not_available THEN
-    NULL;
+    -- A commit still in progress may have seen this sender awake and sent no NOTIFY: wake the
+    -- senders when this claim commits, so that they look (and wait) again.
+    PERFORM hooks._notify_at_commit();
 END
 $$;
 

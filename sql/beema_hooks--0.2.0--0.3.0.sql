@@ -293,7 +293,9 @@ BEGIN
     PERFORM pg_advisory_unlock(hooks._lock_key('commit'));
     PERFORM set_config('lock_timeout', v_timeout, true);
 EXCEPTION WHEN lock_not_available THEN
-    NULL;
+    -- A commit still in progress may have seen this sender awake and sent no NOTIFY: wake the
+    -- senders when this claim commits, so that they look (and wait) again.
+    PERFORM hooks._notify_at_commit();
 END
 $$;
 

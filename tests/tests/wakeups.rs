@@ -193,6 +193,63 @@ async fn concurrent_publishers_never_lose_a_wake_up() {
     db.cleanup().await;
 }
 
+/// A publisher whose commit takes long after its wake-up check (here the application's own
+/// deferred trigger, sleeping 1.5 s after `hooks.publish`; in production a slow WAL flush or a
+/// synchronous standby) saw the sender awake and sent no NOTIFY. The sender, going idle while
+/// that commit is in progress, waits for committing publishers at most 200 ms: it must go on
+/// looking for them, not sleep until its poll tick (10 s).
+#[tokio::test]
+async fn a_commit_slower_than_the_idle_sender_waits_for_is_still_delivered_at_once() {
+    let db = TestDb::new().await;
+    let rx = Receiver::start().await;
+    db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
+        .await;
+    db.client()
+        .batch_execute(
+            "CREATE TABLE slow_commit (id int);
+             CREATE FUNCTION slow_commit_sleep() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit_sleep AFTER INSERT ON slow_commit
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit_sleep();",
+        )
+        .await
+        .expect("a table whose rows make commits slow");
+    // Lingering 1 s after rows: awake when the slow commit checks, idle before it is visible.
+    let sender = slow_sender(&db, &["--linger-ms", "1000"]).await;
+    until_idle(&db, &sender).await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
+        .await;
+    wait_until("the first delivery", Duration::from_secs(2), || async {
+        rx.count() >= 1
+    })
+    .await;
+
+    // (deferred triggers fire in the order queued: the wake-up check, then the sleep)
+    let began = Instant::now();
+    db.connect()
+        .await
+        .batch_execute(
+            "BEGIN;
+             SELECT hooks.publish('{\"event\": \"a/b\", \"data\": {\"tenantId\": \"acme\", \"n\": 1}}');
+             INSERT INTO slow_commit VALUES (1);
+             COMMIT",
+        )
+        .await
+        .expect("the slow commit");
+    assert!(
+        began.elapsed() >= Duration::from_millis(1400),
+        "the commit was slow"
+    );
+    wait_until(
+        "the slow commit's delivery, without waiting for the poll tick",
+        Duration::from_secs(3),
+        || async { rx.count() >= 2 },
+    )
+    .await;
+    drop(sender);
+    db.cleanup().await;
+}
+
 /// After delivering, the sender lingers (`--linger-ms`): it stays marked awake and looks for new
 /// rows every millisecond, so commits in that window send no NOTIFY and are still delivered at
 /// once (the poll tick is 10 s); after the linger time it goes idle, and the next commit

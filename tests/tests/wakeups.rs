@@ -78,6 +78,20 @@ async fn slow_sender(db: &TestDb, extra_args: &[&str]) -> Sender {
     sender
 }
 
+/// A sender polling every [`SLOW_POLL_MS`] and lingering `linger_ms` after rows, woken from idle
+/// by a first publish (`n` 0) that `rx` has received: it is lingering now.
+async fn woken_lingering_sender(db: &TestDb, rx: &Receiver, linger_ms: u64) -> Sender {
+    let sender = slow_sender(db, &["--linger-ms", &linger_ms.to_string()]).await;
+    until_idle(db, &sender).await;
+    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
+        .await;
+    wait_until("the first delivery", Duration::from_secs(2), || async {
+        rx.count() >= 1
+    })
+    .await;
+    sender
+}
+
 /// Waits until `sender` is marked idle in `hooks.senders`.
 async fn until_idle(db: &TestDb, sender: &Sender) {
     wait_until_sql(
@@ -215,14 +229,7 @@ async fn a_commit_slower_than_the_idle_sender_waits_for_is_still_delivered_at_on
         .await
         .expect("a table whose rows make commits slow");
     // Lingering 1 s after rows: awake when the slow commit checks, idle before it is visible.
-    let sender = slow_sender(&db, &["--linger-ms", "1000"]).await;
-    until_idle(&db, &sender).await;
-    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
-        .await;
-    wait_until("the first delivery", Duration::from_secs(2), || async {
-        rx.count() >= 1
-    })
-    .await;
+    let sender = woken_lingering_sender(&db, &rx, 1000).await;
 
     // (deferred triggers fire in the order queued: the wake-up check, then the sleep)
     let began = Instant::now();
@@ -261,16 +268,8 @@ async fn a_lingering_sender_is_found_by_commits_without_notify_then_goes_idle() 
     db.register(&Webhook::new("w", "acme", "*", &rx.url("/w")))
         .await;
     let (_listener, mut notes) = db.listen("hooks_deliveries").await;
-    let sender = slow_sender(&db, &["--linger-ms", "1500"]).await;
-    until_idle(&db, &sender).await;
-
     // Idle: the first commit notifies, and wakes it.
-    db.publish(&json!({"event": "a/b", "data": {"tenantId": "acme", "n": 0}}))
-        .await;
-    wait_until("the first delivery", Duration::from_secs(2), || async {
-        rx.count() >= 1
-    })
-    .await;
+    let sender = woken_lingering_sender(&db, &rx, 1500).await;
     let woke = tokio::time::timeout(Duration::from_secs(2), notes.recv()).await;
     assert!(
         matches!(woke, Ok(Some(_))),
